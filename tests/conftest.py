@@ -1,0 +1,10 @@
+"""Shared pytest set-up: the collection's import path and the harness fixtures."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / ".cache" / "collections"))
+sys.path.insert(0, str(ROOT / "tests"))
