@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Builds the collection tarball, installs it into a fresh collections path and runs its modules
+# from there: what a user who installs the release gets.
+set -euo pipefail
+export LANG=C.UTF-8
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+"$ROOT/.venv/bin/ansible-galaxy" collection build "$ROOT" --output-path "$work/dist" >/dev/null
+tarball=$(ls "$work"/dist/appconsistent-vmsnapshot-*.tar.gz)
+echo "built $(basename "$tarball") ($(du -k "$tarball" | cut -f1) KiB)"
+
+# What must never ship: environments, dependencies, caches, test output.
+if tar -tzf "$tarball" | grep -E '(^|/)(\.venv|node_modules|\.cache|__pycache__|tests/output)/'; then
+  echo "the tarball holds files that build_ignore should have left out" >&2
+  exit 1
+fi
+
+"$ROOT/.venv/bin/ansible-galaxy" collection install "$tarball" -p "$work/collections" >/dev/null
+installed="$work/collections/ansible_collections/appconsistent/vmsnapshot"
+[ -f "$installed/plugins/modules/prepost_info.py" ] || { echo "modules missing after install" >&2; exit 1; }
+
+# Run a module of the installed copy: a config path that does not exist is the normal
+# "not configured" case (316), answered without a traceback.
+out=$(ANSIBLE_COLLECTIONS_PATH="$work/collections" "$ROOT/.venv/bin/ansible" localhost \
+  -c local -e "ansible_python_interpreter=$ROOT/.venv/bin/python" \
+  -m appconsistent.vmsnapshot.prepost_info -a "config_path=$work/absent.json" -o)
+echo "$out"
+grep -q '"status_code": 316' <<<"$out" || { echo "the installed prepost_info did not answer 316" >&2; exit 1; }
+
+ANSIBLE_COLLECTIONS_PATH="$work/collections" "$ROOT/.venv/bin/ansible-doc" appconsistent.vmsnapshot.snapshot >/dev/null
+echo "installed collection works: prepost_info ran, snapshot documented"
