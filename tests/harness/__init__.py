@@ -1,0 +1,1 @@
+"""Test harness shared by pytest and the integration playbooks: loop filesystems, Azurite, SAS."""
