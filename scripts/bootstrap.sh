@@ -12,7 +12,8 @@ mkdir -p "$STAMPS"
 say() { printf 'bootstrap: %s\n' "$*"; }
 
 apt_packages=(xfsprogs btrfs-progs e2fsprogs util-linux shellcheck openssh-server openssh-client
-  iproute2 rsync git make curl python3 python3-venv python3-dev nodejs npm)
+  iproute2 rsync git make curl python3 python3-venv python3-dev nodejs npm
+  fuse3 postgresql postgresql-contrib mariadb-server mariadb-client)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   # nodejs/npm may come from another source (nodesource, nvm); only the commands matter.
@@ -26,7 +27,15 @@ if ((${#missing[@]})); then
   [ "$(id -u)" -eq 0 ] || { echo "bootstrap: run as root to install: ${missing[*]}" >&2; exit 1; }
   say "installing Debian packages: ${missing[*]}"
   apt-get update -qq
+  # Database servers are for the tests, which start their own instances: keep the packages
+  # from starting system services while they install.
+  policy=/usr/sbin/policy-rc.d
+  made_policy=
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 0755 "$policy" && made_policy=1
+  fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  [ -z "$made_policy" ] || rm -f "$policy"
 fi
 
 python_bin=${PYTHON:-python3}

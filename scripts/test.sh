@@ -16,7 +16,7 @@ LOGS="$ROOT/tests/output/logs"
 rm -rf "$LOGS"
 mkdir -p "$LOGS"
 
-all_stages=(lint sanity unit system integration molecule build secrets)
+all_stages=(lint sanity unit system integration molecule fleet faults databases build secrets)
 stages=("$@")
 ((${#stages[@]})) || stages=("${all_stages[@]}")
 
@@ -30,6 +30,9 @@ ansible_test_tree() {
   # The copy lies inside this (git-ignored) checkout, so it gets a repository of its own:
   # ansible-test lists content with git and would otherwise see nothing.
   (cd "$tree" && { [ -d .git ] || git init -q; } && git add -A >/dev/null)
+  # The harness in the copy starts Azurite from node_modules; the copy's git ignores the link.
+  ln -sfn "$ROOT/node_modules" "$tree/node_modules"
+  grep -qx node_modules "$tree/.git/info/exclude" || echo node_modules >>"$tree/.git/info/exclude"
   echo "$tree"
 }
 
@@ -55,6 +58,12 @@ stage_integration() {
 }
 
 stage_molecule() { molecule test --all; }
+
+stage_fleet() { pytest -q tests/fleet; }
+
+stage_faults() { pytest -q tests/faults; }
+
+stage_databases() { pytest -q tests/databases; }
 
 stage_build() { bash scripts/check-build.sh; }
 
