@@ -1,0 +1,394 @@
+# Copyright: contributors to appconsistent.vmsnapshot
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+# Private to the appconsistent.vmsnapshot collection: not a public API.
+"""A small standard-library client for the Blob REST calls of a snapshot run.
+
+One `BlobEndpoint` per blob owns one persistent connection (use it from one thread at a time).
+`open()` resolves the host, connects and checks that the SAS answers, so the call made while
+filesystems are frozen (`create_snapshot`) needs no DNS lookup, and no import either: everything
+this file uses, also on its error paths, is imported here at load time.
+
+Time bounds: `timeout` bounds every socket operation. Every call also takes an optional
+`deadline`, a `time.monotonic()` value: each phase of the call (connect, send, response) waits at
+most `min(timeout, deadline - now)`, and the single reconnect is only tried while time is left,
+so a call with its retry ends by the deadline (a server that trickles bytes can stretch one phase
+by one socket timeout; the freeze guardian bounds the frozen window regardless).
+"""
+
+from __future__ import annotations
+
+import http.client
+import re
+import select
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._sas import SasUri, redact
+from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._status_codes import (
+    Status,
+    VmSnapshotError,
+)
+
+# A service version that Azure Storage and Azurite both accept (the SAS keeps its own `sv`).
+X_MS_VERSION = "2021-12-02"
+SNAPSHOT_COUNT_EXCEEDED = "The snapshot count against this blob has been exceeded"
+SNAPSHOT_RATE_EXCEEDED = "The rate of snapshot blob calls is exceeded"
+_MAX_ERROR_TEXT = 300
+_XML_CODE = re.compile(r"<Code>\s*([^<]*?)\s*</Code>")
+_XML_MESSAGE = re.compile(r"<Message>\s*([^<\r\n]*)")
+# How a kept-alive connection that the server closed meanwhile fails when it is used again.
+_CLOSED_BY_SERVER = (
+    http.client.RemoteDisconnected,
+    ConnectionResetError,
+    ConnectionAbortedError,
+    BrokenPipeError,
+    ssl.SSLEOFError,
+    ssl.SSLZeroReturnError,
+)
+_HINTS = {
+    403: " (the SAS is read-only, expired, not yet valid, for another blob, or its signature "
+    "is wrong)",
+    404: " (no such container or blob)",
+}
+
+
+def failure_status(http_status: Optional[int], text: str) -> Status:
+    """The code of one failed blob call: 85 and 173 from the storage error, else 15 (per blob)."""
+    if SNAPSHOT_COUNT_EXCEEDED in text:
+        return Status.FailedSnapshotLimitReached
+    if SNAPSHOT_RATE_EXCEEDED in text or http_status == 503:
+        return Status.FailedRetryableSnapshotRateExceeded
+    return Status.error_http_failure
+
+
+@dataclass(frozen=True)
+class SnapshotResult:
+    """The outcome of one disk's snapshot call; `error` is short and redacted."""
+
+    blob_url: str
+    snapshot: Optional[str]
+    ok: bool
+    http_status: Optional[int]
+    error: Optional[str]
+    status: Status
+
+    @classmethod
+    def failure(cls, blob_url: str, exc: VmSnapshotError) -> SnapshotResult:
+        """A disk that failed before its snapshot call (open() raised `exc`)."""
+        return cls(blob_url, None, False, None, redact(exc.message), exc.status)
+
+    @property
+    def snapshot_url(self) -> Optional[str]:
+        return f"{self.blob_url}?snapshot={self.snapshot}" if self.snapshot else None
+
+    def as_dict(self) -> dict:
+        return {
+            "blob_url": self.blob_url,
+            "snapshot": self.snapshot,
+            "snapshot_url": self.snapshot_url,
+            "ok": self.ok,
+            "http_status": self.http_status,
+            "error": self.error,
+            "status_code": int(self.status),
+            "status_name": self.status.name,
+        }
+
+    def snapshot_info(self) -> dict:
+        """The reference's per-disk `snapshotInfo` entry of the status document."""
+        return {
+            "isSuccessful": self.ok,
+            "snapshotUri": self.snapshot_url,
+            "errorMessage": self.error or "",
+            "blobUri": self.blob_url,
+            "directDriveSnapshotIdentifier": None,
+        }
+
+
+def snapshot_status_for(results: List[SnapshotResult]) -> Status:
+    """The run's snapshot code from the per-disk results (reference §3, §5.3).
+
+    all ok: 0 success; any disk at its snapshot limit: 85 (a retry cannot help); some ok: 761;
+    none ok: 173 when throttled, else 76 (also when there are no disks at all).
+    """
+    failed = [result for result in results if not result.ok]
+    if results and not failed:
+        return Status.success
+    causes = {result.status for result in failed}
+    if Status.FailedSnapshotLimitReached in causes:
+        return Status.FailedSnapshotLimitReached
+    if len(failed) < len(results):
+        return Status.FailedRetryableSnapshotFailedRestrictedNetwork
+    if Status.FailedRetryableSnapshotRateExceeded in causes:
+        return Status.FailedRetryableSnapshotRateExceeded
+    return Status.FailedRetryableSnapshotFailedNoNetwork
+
+
+@dataclass(frozen=True)
+class _Response:
+    status: int
+    reason: str
+    headers: Dict[str, str]
+    body: bytes
+
+    def error_text(self) -> str:
+        """`HTTP 403 AuthenticationFailed: <first line of the storage message>`, short."""
+        text = self.body.decode("utf-8", "replace")
+        code_match, message_match = _XML_CODE.search(text), _XML_MESSAGE.search(text)
+        code = self.headers.get("x-ms-error-code") or (code_match.group(1) if code_match else "")
+        message = message_match.group(1).strip() if message_match else self.reason
+        return _short(f"HTTP {self.status} {code}: {message}".replace(" :", ":"))
+
+
+def _short(text: str) -> str:
+    text = redact(text)
+    return text if len(text) <= _MAX_ERROR_TEXT else text[: _MAX_ERROR_TEXT - 1] + "…"
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, socket.timeout):
+        return "timed out"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    return _short(f"{type(exc).__name__}: {exc}")
+
+
+def _connect_first(addresses: list, timeout: float) -> tuple:
+    """Connect to the first address that answers; return (socket, the address entry)."""
+    error: OSError = OSError("no address to connect to")
+    for address in addresses:
+        # A getaddrinfo() entry: (family, type, proto, canonname, sockaddr).
+        sock = socket.socket(*address[:3])
+        try:
+            sock.settimeout(timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.connect(address[4])
+            return sock, address
+        except OSError as exc:
+            sock.close()
+            error = exc
+    raise error
+
+
+class _PlainConnection(http.client.HTTPConnection):
+    """Connects to addresses resolved beforehand: a reconnect needs no DNS lookup."""
+
+    def __init__(self, host: str, port: int, addresses: list, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self.addresses = addresses
+
+    def connect(self) -> None:
+        self.sock, address = _connect_first(self.addresses, self.timeout)
+        self.addresses = [address]
+
+
+class _TlsConnection(http.client.HTTPSConnection):
+    """The TLS variant; the certificate is checked against the host name, not the address."""
+
+    def __init__(
+        self, host: str, port: int, addresses: list, timeout: float, context: ssl.SSLContext
+    ) -> None:
+        super().__init__(host, port, timeout=timeout, context=context)
+        self.addresses = addresses
+        self.tls = context
+
+    def connect(self) -> None:
+        sock, address = _connect_first(self.addresses, self.timeout)
+        try:
+            self.sock = self.tls.wrap_socket(sock, server_hostname=self.host)
+        except BaseException:
+            sock.close()
+            raise
+        self.addresses = [address]
+
+
+def _closed_by_peer(sock) -> bool:
+    """An idle kept-alive socket that is readable was closed (or spoiled) by the server.
+
+    Checked before reuse so that a request is not sent into a connection known to be dead.
+    """
+    try:
+        readable = select.select([sock], [], [], 0)[0]
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
+class BlobEndpoint:
+    """One blob behind a SAS URI, over one persistent HTTP(S) connection."""
+
+    def __init__(
+        self, sas: SasUri, *, timeout: float, ssl_context: Optional[ssl.SSLContext] = None
+    ) -> None:
+        self.sas = sas
+        self.timeout = timeout
+        self._ssl_context = ssl_context
+        self._addresses: Optional[list] = None
+        self._conn: Optional[http.client.HTTPConnection] = None
+
+    def __repr__(self) -> str:
+        return f"BlobEndpoint({self.sas.redacted!r}, timeout={self.timeout})"
+
+    def open(self, *, deadline: Optional[float] = None) -> dict:
+        """Resolve, connect and check the SAS answers (Get Blob Properties); raise if not.
+
+        A SAS without read permission is only connected (it cannot read properties). Call this
+        before freezing; `get_properties()` right before the freeze also renews the
+        connection if the server may have closed it meanwhile.
+        """
+        permissions = self.sas.permissions
+        if permissions and not set(permissions) & set("cw"):
+            raise VmSnapshotError(
+                Status.error_parameter,
+                f"The SAS URI of {self.sas.blob_url} is read-only (sp={permissions}): "
+                "a snapshot needs the write (w) or create (c) permission.",
+            )
+        if permissions and "r" not in permissions:
+            # A snapshot-only SAS may not read properties: check that the endpoint answers.
+            try:
+                self._connect(deadline)
+            except OSError as exc:
+                raise VmSnapshotError(
+                    Status.error_http_failure,
+                    f"Could not connect to {self.sas.blob_url}: {_describe(exc)}.",
+                ) from None
+            return {}
+        return self.get_properties(deadline=deadline)
+
+    def get_properties(self, *, deadline: Optional[float] = None) -> dict:
+        response = self._checked("HEAD", "", {}, None, deadline, "read the properties of")
+        headers = response.headers
+        return {
+            "blob_type": headers.get("x-ms-blob-type"),
+            "content_length": int(headers.get("content-length", "0")),
+            "etag": headers.get("etag"),
+            "last_modified": headers.get("last-modified"),
+            "metadata": {
+                name[len("x-ms-meta-") :]: value
+                for name, value in headers.items()
+                if name.startswith("x-ms-meta-")
+            },
+        }
+
+    def create_snapshot(
+        self, metadata: Dict[str, str], *, deadline: Optional[float] = None
+    ) -> SnapshotResult:
+        """Snapshot the blob (`PUT ?comp=snapshot`); never raises: failures are results."""
+        headers = {"x-ms-version": X_MS_VERSION, "Content-Length": "0"}
+        headers.update((f"x-ms-meta-{name}", value) for name, value in metadata.items())
+        url = self.sas.blob_url
+        try:
+            response = self._call("PUT", "comp=snapshot", headers, None, deadline)
+        except Exception as exc:  # while frozen, every failure is this disk's result
+            return SnapshotResult(
+                url, None, False, None, f"no response: {_describe(exc)}", Status.error_http_failure
+            )
+        if response.status in (200, 201):
+            snapshot = response.headers.get("x-ms-snapshot")
+            return SnapshotResult(url, snapshot, True, response.status, None, Status.success)
+        status = failure_status(response.status, response.body.decode("utf-8", "replace"))
+        return SnapshotResult(url, None, False, response.status, response.error_text(), status)
+
+    def put_block_blob(
+        self,
+        data: bytes,
+        content_type: str = "application/octet-stream",
+        *,
+        deadline: Optional[float] = None,
+    ) -> None:
+        """Write `data` as the whole blob (status document, log); raise VmSnapshotError."""
+        headers = {
+            "x-ms-version": X_MS_VERSION,
+            "x-ms-blob-type": "BlockBlob",
+            "Content-Type": content_type,
+            "Content-Length": str(len(data)),
+        }
+        self._checked("PUT", "", headers, data, deadline, "write")
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def _checked(self, method, extra_query, headers, body, deadline, doing: str) -> _Response:
+        """`_call` for the calls made outside the frozen window: failures raise."""
+        url = self.sas.blob_url
+        try:
+            response = self._call(method, extra_query, headers, body, deadline)
+        except OSError as exc:
+            raise VmSnapshotError(
+                Status.error_http_failure, f"Could not {doing} {url}: {_describe(exc)}."
+            ) from None
+        except http.client.HTTPException as exc:
+            raise VmSnapshotError(
+                Status.error_http_failure,
+                f"Could not {doing} {url}: invalid HTTP response ({_describe(exc)}).",
+            ) from None
+        if not 200 <= response.status < 300:
+            text = response.error_text()
+            raise VmSnapshotError(
+                failure_status(response.status, response.body.decode("utf-8", "replace")),
+                f"Could not {doing} {url}: {text}{_HINTS.get(response.status, '')}.",
+            )
+        return response
+
+    def _time_left(self, deadline: Optional[float]) -> float:
+        if deadline is None:
+            return self.timeout
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("the deadline passed before the call")
+        return min(self.timeout, left)
+
+    def _call(self, method, extra_query, headers, body, deadline) -> _Response:
+        target = self.sas.request_target(extra_query)
+        conn = self._conn
+        fresh = conn is None or conn.sock is None or _closed_by_peer(conn.sock)
+        if fresh:
+            self._connect(deadline)
+        try:
+            return self._exchange(method, target, headers, body, deadline)
+        except _CLOSED_BY_SERVER:
+            if fresh:
+                raise
+        # The server closed the kept-alive connection as we sent: once more on a new one.
+        self._connect(deadline)
+        return self._exchange(method, target, headers, body, deadline)
+
+    def _connect(self, deadline: Optional[float]) -> None:
+        self.close()
+        timeout = self._time_left(deadline)
+        sas = self.sas
+        if self._addresses is None:
+            self._addresses = socket.getaddrinfo(sas.host, sas.port, type=socket.SOCK_STREAM)
+        if sas.scheme == "https":
+            if self._ssl_context is None:
+                self._ssl_context = ssl.create_default_context()
+            conn = _TlsConnection(sas.host, sas.port, self._addresses, timeout, self._ssl_context)
+        else:
+            conn = _PlainConnection(sas.host, sas.port, self._addresses, timeout)
+        conn.connect()
+        # From now on only the address that answered is tried.
+        self._addresses = conn.addresses
+        self._conn = conn
+
+    def _exchange(self, method, target, headers, body, deadline) -> _Response:
+        conn = self._conn
+        try:
+            conn.sock.settimeout(self._time_left(deadline))
+            conn.request(method, target, body=body, headers=headers)
+            conn.sock.settimeout(self._time_left(deadline))
+            response = conn.getresponse()
+            data = response.read()
+        except BaseException:
+            self.close()
+            raise
+        return _Response(
+            response.status,
+            response.reason,
+            {name.lower(): value for name, value in response.getheaders()},
+            data,
+        )
