@@ -1,0 +1,95 @@
+# Copyright: contributors to appconsistent.vmsnapshot
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+# Private to the appconsistent.vmsnapshot collection: not a public API.
+"""The snapshot module's options, checked and turned into a SnapshotRequest.
+
+Either plain `disks` or the extension settings as Azure sends them; explicit options win over
+what the settings carry. Every error names the option and never shows a SAS signature.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._sas import parse_sas_uri
+from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._settings import (
+    parse_extension_settings,
+)
+from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._snapshot_run import (
+    SnapshotRequest,
+)
+from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._status_codes import (
+    Status,
+    VmSnapshotError,
+)
+
+# Blob metadata names must be C# identifiers (the Blob service rejects anything else).
+METADATA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MAX_FREEZE_SECONDS_LIMIT = 600
+
+
+def _bad(message: str) -> VmSnapshotError:
+    return VmSnapshotError(Status.error_parameter, message)
+
+
+def _metadata(value: dict) -> dict[str, str]:
+    metadata = {}
+    for name, item in value.items():
+        if not METADATA_NAME.match(str(name)):
+            raise _bad(
+                f"backup_metadata key {name!r} is not a valid blob metadata name "
+                "(letters, digits and underscores, not starting with a digit)."
+            )
+        metadata[str(name)] = str(item)
+    return metadata
+
+
+def request_from_params(params: dict) -> SnapshotRequest:
+    settings = None
+    if params.get("settings") is not None or params.get("protected_settings") is not None:
+        settings = parse_extension_settings(
+            params.get("settings"), params.get("protected_settings")
+        )
+        disks = list(settings.disks)
+    else:
+        disks = [
+            parse_sas_uri(uri, what=f"disks[{index}]")
+            for index, uri in enumerate(params["disks"] or [])
+        ]
+    if not disks:
+        raise _bad("No disk to snapshot: give at least one blob SAS URI.")
+
+    max_freeze = params["max_freeze_seconds"]
+    if not 1 <= max_freeze <= MAX_FREEZE_SECONDS_LIMIT:
+        raise _bad(
+            f"max_freeze_seconds is {max_freeze}; it must be between 1 and "
+            f"{MAX_FREEZE_SECONDS_LIMIT}."
+        )
+    if params["snapshot_timeout"] <= 0:
+        raise _bad(f"snapshot_timeout is {params['snapshot_timeout']}; it must be positive.")
+
+    def blob(option: str, from_settings):
+        uri = params.get(option)
+        return parse_sas_uri(uri, what=option) if uri else from_settings
+
+    metadata = dict(settings.backup_metadata) if settings else {}
+    metadata.update(_metadata(params["backup_metadata"] or {}))
+    return SnapshotRequest(
+        disks=disks,
+        config_path=params["config_path"],
+        host_config_path=params["host_config_path"],
+        status_blob=blob("status_blob_uri", settings.status_blob if settings else None),
+        logs_blob=blob("logs_blob_uri", settings.logs_blob if settings else None),
+        task_id=params.get("task_id") or (settings.task_id if settings else None),
+        command_start_ticks=settings.command_start_ticks if settings else None,
+        backup_metadata=_metadata(metadata),
+        freeze_mounts=params.get("freeze_mounts"),
+        mounts_to_skip=params.get("mounts_to_skip") or [],
+        max_freeze_seconds=max_freeze,
+        snapshot_timeout=params["snapshot_timeout"],
+        crash_fallback_allowed=bool(settings and settings.crash_fallback_allowed),
+        vm_type=settings.vm_type if settings else None,
+        log_dir=params["log_dir"],
+        state_dir=params["state_dir"],
+    )

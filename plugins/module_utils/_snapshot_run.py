@@ -1,0 +1,420 @@
+# Copyright: contributors to appconsistent.vmsnapshot
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+# Private to the appconsistent.vmsnapshot collection: not a public API.
+"""One snapshot run on this host: validate, pre-script, freeze, snapshot, thaw, post-script, report.
+
+Everything slow or fallible happens before the freeze (configuration and script checks, the
+connections to every disk blob, the guardian process, the mount list), so the frozen window holds
+nothing but the snapshot calls. Nothing in that window imports a module or writes to disk.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import threading
+import time
+from dataclasses import dataclass, field
+
+from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils import (
+    _consistency,
+    _mounts,
+    _prepost,
+    _settings,
+    _status_document,
+    _task_state,
+)
+from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._blob_rest import (
+    BlobEndpoint,
+    SnapshotResult,
+    snapshot_status_for,
+)
+from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._guardian import Guardian
+from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._host_lock import HostLock
+from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._prepost_config import (
+    DEFAULT_CONFIG_PATH,
+    DEFAULT_HOST_CONFIG_PATH,
+)
+from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._run_log import RunLog
+from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._sas import SasUri, redact
+from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._status_codes import (
+    Status,
+    VmSnapshotError,
+    describe,
+)
+
+DEFAULT_LOG_DIR = "/var/log/azure/Microsoft.Azure.RecoveryServices.VMSnapshotLinux"
+DEFAULT_STATE_DIR = "/var/lib/waagent/Microsoft.Azure.RecoveryServices.VMSnapshotLinux"
+DEFAULT_MAX_FREEZE_SECONDS = 60
+# The reference's HTTPS timeout for one snapshot call.
+DEFAULT_SNAPSHOT_TIMEOUT = 10.0
+STATUS_FILE_NAME = "last.status"
+# The part of max_freeze_seconds the snapshot calls may use; the rest is the freeze and thaw.
+SNAPSHOT_SHARE_OF_DEADLINE = 0.8
+EXTENSION_VERSION = "0.1.0"
+
+
+@dataclass(frozen=True)
+class SnapshotRequest:
+    disks: list[SasUri]
+    config_path: str = DEFAULT_CONFIG_PATH
+    host_config_path: str = DEFAULT_HOST_CONFIG_PATH
+    status_blob: SasUri | None = None
+    logs_blob: SasUri | None = None
+    task_id: str | None = None
+    command_start_ticks: str | None = None
+    backup_metadata: dict[str, str] = field(default_factory=dict)
+    freeze_mounts: list[str] | None = None
+    mounts_to_skip: list[str] = field(default_factory=list)
+    max_freeze_seconds: int = DEFAULT_MAX_FREEZE_SECONDS
+    snapshot_timeout: float = DEFAULT_SNAPSHOT_TIMEOUT
+    crash_fallback_allowed: bool = False
+    vm_type: str | None = None
+    log_dir: str = DEFAULT_LOG_DIR
+    state_dir: str = DEFAULT_STATE_DIR
+
+
+def _ms(start_ns: int, end_ns: int) -> float:
+    return round((end_ns - start_ns) / 1e6, 3)
+
+
+class SnapshotRun:
+    """The state of one run; `run()` is the only entry point."""
+
+    def __init__(self, request: SnapshotRequest, *, check_mode: bool = False) -> None:
+        self.request = request
+        self.check_mode = check_mode
+        self.log = RunLog(None if check_mode else request.log_dir)
+        self.timings: dict[str, float] = {}
+        self.warnings: list[str] = []
+        self.snapshots: list[SnapshotResult] = []
+        self.thaw_report = None
+        self.scripts: dict[str, object] = {}
+
+    def run(self) -> dict:
+        request = self.request
+        self.log.info(f"snapshot run of {len(request.disks)} disk(s), task {request.task_id}")
+        if self.check_mode:
+            return self._check()
+        lock = HostLock(request.state_dir)
+        lock.acquire()
+        try:
+            if request.task_id and _task_state.already_done(request.state_dir, request.task_id):
+                return self._finish_early(
+                    Status.SuccessAlreadyProcessedInput,
+                    f"Task {request.task_id} was already processed on this host; "
+                    "no snapshot was taken.",
+                    changed=False,
+                )
+            if request.task_id:
+                _task_state.record(request.state_dir, request.task_id)
+            if _settings.command_too_late(request.command_start_ticks):
+                return self._finish_early(
+                    Status.FailedGuestAgentInvokedCommandTooLate,
+                    "The snapshot command is more than 140 minutes old; no snapshot was taken.",
+                )
+            return self._run_locked()
+        finally:
+            lock.release()
+
+    def _check(self) -> dict:
+        """Check mode: the prechecks only; nothing runs, nothing is frozen or taken."""
+        precheck = _prepost.precheck(self.request.config_path, self.request.host_config_path)
+        try:
+            endpoints, failed = self._open_endpoints()
+            for endpoint in endpoints:
+                endpoint.close()
+        finally:
+            precheck.close()
+        if failed:
+            return self._result(snapshot_status_for(failed), "none", snapshots=failed)
+        consistency = _consistency.predicted_consistency(precheck)
+        return self._result(
+            precheck.status, consistency, message=precheck.message, changed=consistency != "none"
+        )
+
+    def _run_locked(self) -> dict:
+        request = self.request
+        precheck = _prepost.precheck(request.config_path, request.host_config_path)
+        self.warnings.extend(precheck.warnings)
+        self.log.info(f"precheck: {precheck.status.name}: {precheck.message}")
+        endpoints: list[BlobEndpoint] = []
+        try:
+            endpoints, failed_open = self._open_endpoints()
+            if failed_open:
+                # Fail before quiescing anything: a run that cannot snapshot every disk would
+                # only hold the application for a recovery point that is an error anyway.
+                for endpoint in endpoints:
+                    endpoint.close()
+                return self._report(
+                    precheck, None, None, snapshot_status_for(failed_open), failed_open
+                )
+            pre = None
+            if precheck.status == Status.success:
+                pre = self._phase("pre", _prepost.run_pre, precheck)
+            pre_status = pre.status if pre else None
+            snapshot_status = None
+            if _consistency.snapshot_allowed(
+                precheck.status,
+                pre_status,
+                precheck.continue_on_failure,
+                precheck.fs_freeze_enabled,
+            ):
+                snapshot_status = self._freeze_and_snapshot(
+                    endpoints, precheck.fs_freeze_enabled, app_quiesced=pre_status == Status.success
+                )
+            else:
+                self.log.warning("the failure policy skips the snapshot")
+            post = None
+            if precheck.status == Status.success:
+                post = self._phase("post", _prepost.run_post, precheck)
+            return self._report(precheck, pre, post, snapshot_status, self.snapshots)
+        finally:
+            for endpoint in endpoints:
+                endpoint.close()
+            precheck.close()
+
+    def _open_endpoints(self) -> tuple[list[BlobEndpoint], list[SnapshotResult]]:
+        """Connect to every disk blob now, so nothing slow happens while frozen.
+
+        Returns the open endpoints and, when any disk did not answer, a failed result for every
+        disk in order (those that answered are marked as not attempted): the run then stops
+        before quiescing anything, since its recovery point could only be a failure.
+        """
+        start = time.monotonic_ns()
+        endpoints, outcomes = [], []
+        timeout = min(self.request.snapshot_timeout, self.request.max_freeze_seconds / 2)
+        for sas in self.request.disks:
+            endpoint = BlobEndpoint(sas, timeout=timeout)
+            try:
+                endpoint.open()
+                endpoints.append(endpoint)
+                outcomes.append(None)
+            except VmSnapshotError as exc:
+                endpoint.close()
+                self.log.error(f"disk {sas.blob_url} does not answer: {exc.message}")
+                outcomes.append(SnapshotResult.failure(sas.blob_url, exc))
+        self.timings["connect_ms"] = _ms(start, time.monotonic_ns())
+        if all(outcome is None for outcome in outcomes):
+            return endpoints, []
+        not_attempted = VmSnapshotError(
+            Status.error_http_failure, "Not attempted: another disk of this run did not answer."
+        )
+        return endpoints, [
+            outcome or SnapshotResult.failure(sas.blob_url, not_attempted)
+            for sas, outcome in zip(self.request.disks, outcomes)
+        ]
+
+    def _phase(self, name: str, runner, precheck):
+        start = time.monotonic_ns()
+        result = runner(precheck)
+        self.timings[f"{name}_ms"] = _ms(start, time.monotonic_ns())
+        self.scripts[name] = result.as_dict()
+        self.log.info(f"{name}-script phase: {result.status.name}")
+        return result
+
+    def _freeze_and_snapshot(
+        self, endpoints: list[BlobEndpoint], freeze_enabled: bool, *, app_quiesced: bool
+    ) -> Status:
+        request = self.request
+        mount_points: list[str] = []
+        if freeze_enabled:
+            mount_points = _mounts.freezable_mounts(
+                _mounts.read_mountinfo(), skip=request.mounts_to_skip, only=request.freeze_mounts
+            )
+        if not mount_points:
+            self.log.info("nothing to freeze" if freeze_enabled else "freeze disabled by config")
+            level = "application" if app_quiesced else "crash"
+            self._snapshot_all(endpoints, level)
+            return snapshot_status_for(self.snapshots)
+
+        if app_quiesced:
+            self._refresh(endpoints)
+        guardian = Guardian(mount_points, request.max_freeze_seconds)
+        try:
+            guardian.start()
+        except VmSnapshotError as exc:
+            self.log.error(f"cannot prepare the freeze: {exc.message}")
+            return self._after_freeze_failure(endpoints, exc.status, app_quiesced)
+        self.log.info(f"freezing {', '.join(mount_points)}")
+        self.log.hold()
+        # The snapshot calls, retry included, must end before the guardian's deadline.
+        deadline = time.monotonic() + request.max_freeze_seconds * SNAPSHOT_SHARE_OF_DEADLINE
+        try:
+            try:
+                guardian.freeze()
+            except VmSnapshotError as exc:
+                self.log.error(f"freeze failed: {exc.message}")
+                guardian.thaw()
+                return self._after_freeze_failure(endpoints, exc.status, app_quiesced)
+            level = "application" if app_quiesced else "filesystem"
+            self._snapshot_all(endpoints, level, deadline)
+            self.thaw_report = guardian.thaw()
+        finally:
+            guardian.close()
+            self.log.release()
+        report = self.thaw_report
+        self.timings.update(
+            freeze_ms=report.freeze_ms,
+            thaw_ms=report.thaw_ms,
+            frozen_window_ms=report.frozen_window_ms,
+        )
+        self.log.info(f"thawed after {report.frozen_window_ms} ms")
+        if report.thaw_forced:
+            self.log.error(f"the guardian forced the thaw ({report.forced_reason})")
+            # Snapshots taken after the forced thaw may not be consistent: the reference calls
+            # this "Snapshots are inconsistent" and fails the run.
+            return Status.error
+        return snapshot_status_for(self.snapshots)
+
+    def _refresh(self, endpoints: list[BlobEndpoint]) -> None:
+        """Renew connections the service may have dropped while the pre-script ran, so the
+        frozen window does not pay for a reconnect."""
+        for endpoint in endpoints:
+            try:
+                endpoint.open()
+            except VmSnapshotError as exc:
+                self.log.warning(
+                    f"disk {endpoint.sas.blob_url} did not answer again: {exc.message}"
+                )
+
+    def _after_freeze_failure(
+        self, endpoints: list[BlobEndpoint], status: Status, app_quiesced: bool
+    ) -> Status:
+        if not self.request.crash_fallback_allowed:
+            return status
+        # The single-disk crash-consistent fallback of the reference (§6).
+        self.log.warning("taking a crash-consistent snapshot despite the freeze failure")
+        self._snapshot_all(endpoints, "crash")
+        return status
+
+    def _snapshot_all(
+        self, endpoints: list[BlobEndpoint], level: str, deadline: float | None = None
+    ) -> None:
+        """One thread per disk, each call bounded by its timeout and by `deadline`."""
+        metadata = dict(self.request.backup_metadata)
+        metadata.update(appconsistentLevel=level, appconsistentHost=platform.node())
+        results: list[SnapshotResult | None] = [None] * len(endpoints)
+
+        def take(index: int) -> None:
+            results[index] = endpoints[index].create_snapshot(metadata, deadline=deadline)
+
+        start = time.monotonic_ns()
+        threads = [threading.Thread(target=take, args=(i,)) for i in range(len(endpoints))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        self.timings["snapshot_ms"] = _ms(start, time.monotonic_ns())
+        self.snapshots = [result for result in results if result is not None]
+
+    def _report(self, precheck, pre, post, snapshot_status, snapshots) -> dict:
+        outcome = _consistency.final_outcome(
+            precheck_status=precheck.status,
+            pre_status=pre.status if pre else None,
+            post_status=post.status if post else None,
+            continue_on_failure=precheck.continue_on_failure,
+            fs_freeze_enabled=precheck.fs_freeze_enabled,
+            snapshot_status=snapshot_status,
+            snapshots_ok=sum(1 for s in snapshots if s.ok),
+            snapshots_total=len(self.request.disks),
+            crash_fallback_allowed=self.request.crash_fallback_allowed,
+        )
+        self.log.info(f"result: {outcome.status.name}, {outcome.consistency}: {outcome.message}")
+        return self._result(
+            outcome.status,
+            outcome.consistency,
+            message=outcome.message,
+            health_status=outcome.health_status,
+            snapshots=snapshots,
+            changed=any(s.ok for s in snapshots),
+        )
+
+    def _finish_early(self, status: Status, message: str, *, changed: bool = False) -> dict:
+        self.log.info(message)
+        return self._result(status, "none", message=message, changed=changed)
+
+    def _result(
+        self,
+        status: Status,
+        consistency: str,
+        *,
+        message: str = "",
+        health_status: Status | None = None,
+        snapshots: list[SnapshotResult] | None = None,
+        changed: bool = False,
+    ) -> dict:
+        snapshots = snapshots or []
+        message = redact(message or describe(status).message)
+        result = {
+            "changed": changed,
+            "consistency": consistency,
+            "status_code": int(status),
+            "status_name": status.name,
+            "message": message,
+            "snapshots": [s.as_dict() for s in snapshots],
+            "frozen_mounts": self.thaw_report.frozen_mounts if self.thaw_report else [],
+            "thaw_forced": bool(self.thaw_report and self.thaw_report.thaw_forced),
+            "timings": self.timings,
+            "scripts": self.scripts,
+        }
+        if not self.check_mode:
+            result["status_file"] = self._write_status(
+                status, consistency, message, health_status or status, snapshots
+            )
+            self._commit_log()
+            if self.log.write_error:
+                self.warnings.append(self.log.write_error)
+        result["warnings"] = self.warnings
+        return result
+
+    def _write_status(self, status, consistency, message, health_status, snapshots) -> str:
+        request = self.request
+        document = _status_document.build_status_document(
+            task_id=request.task_id,
+            status=status,
+            status_text="success"
+            if status in (Status.success_appconsistent, Status.success)
+            else "error",
+            message=message,
+            consistency=consistency,
+            snapshots=[s.snapshot_info() for s in snapshots],
+            health_status=health_status,
+            command_start_ticks=request.command_start_ticks,
+            telemetry={
+                "FreezeTime": self.timings.get("freeze_ms"),
+                "ThawTime": self.timings.get("thaw_ms"),
+                "snapshotTimeTaken": self.timings.get("snapshot_ms"),
+                "frozenWindowMs": self.timings.get("frozen_window_ms"),
+                "consistencyType": consistency,
+            },
+            unique_machine_id=platform.node(),
+            extension_version=EXTENSION_VERSION,
+        )
+        path = os.path.join(request.state_dir, "status", STATUS_FILE_NAME)
+        _status_document.write_status_file(
+            path, _status_document.local_status_document(document, vm_type=request.vm_type)
+        )
+        if request.status_blob:
+            data = _status_document.dumps_status_document(document).encode()
+            self._upload(request.status_blob, data, "status", "application/json")
+        return path
+
+    def _commit_log(self) -> None:
+        self.log.flush()
+        if self.request.logs_blob:
+            self._upload(self.request.logs_blob, self.log.text().encode(), "log", "text/plain")
+
+    def _upload(self, sas: SasUri, data: bytes, what: str, content_type: str) -> None:
+        endpoint = BlobEndpoint(sas, timeout=self.request.snapshot_timeout)
+        try:
+            endpoint.put_block_blob(data, content_type)
+        except VmSnapshotError as exc:
+            self.warnings.append(f"The {what} blob could not be written: {exc.message}")
+        finally:
+            endpoint.close()
+
+
+def run_snapshot(request: SnapshotRequest, *, check_mode: bool = False) -> dict:
+    return SnapshotRun(request, check_mode=check_mode).run()

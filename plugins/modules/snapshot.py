@@ -1,0 +1,267 @@
+#!/usr/bin/python
+# Copyright: contributors to appconsistent.vmsnapshot
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: snapshot
+short_description: Take an application-consistent snapshot of this host's disks
+version_added: 0.1.0
+description:
+  - Runs the snapshot core of Azure Backup's VMSnapshot Linux extension on the host, in one
+    process - validate, pre-script, freeze the filesystems, snapshot every disk blob in parallel,
+    thaw, post-script, report.
+  - Pre- and post-scripts come from C(/etc/azure/VMSnapshotScriptPluginConfig.json) exactly as
+    the extension reads it (see M(appconsistent.vmsnapshot.prepost_info) to check it read-only).
+  - A guardian process thaws every filesystem at O(max_freeze_seconds) or the moment this
+    module's process dies, even by SIGKILL; the result says when a thaw was forced.
+  - Nothing is written to disk and nothing is imported while the filesystems are frozen; the
+    connections to every disk blob are opened and verified before the pre-script runs.
+  - Writes the status document in the extension's JSON shape to a local file and, when given,
+    to O(status_blob_uri); the run log goes to C(extension.log) in O(log_dir) and, when given,
+    to O(logs_blob_uri). No SAS signature appears in any of them.
+  - An inconsistent or failed snapshot is a normal result carrying its code; the module fails
+    only on bad input, a busy host lock, or an unexpected error.
+author:
+  - appconsistent.vmsnapshot maintainers (@appconsistent)
+attributes:
+  check_mode:
+    description:
+      Can run in check mode and return changed status prediction without modifying target.
+    support: full
+    details: Runs the prechecks (configuration, scripts, connections to every disk) and reports
+      what a real run would get; runs no script, freezes nothing, takes no snapshot.
+  diff_mode:
+    description:
+      Will return details on what has changed (or possibly needs changing in check_mode),
+      when in diff mode.
+    support: none
+  platform:
+    description: Target OS/families that can be operated against.
+    support: full
+    platforms: posix
+options:
+  disks:
+    description:
+      - Blob SAS URIs, one per disk, each allowing read and write on its page blob.
+      - Mutually exclusive with O(settings) and O(protected_settings).
+    type: list
+    elements: str
+  settings:
+    description:
+      - The extension's public settings as Azure passes them - C(taskId),
+        C(commandToExecute), C(commandStartTimeUTCTicks), C(locale), C(vmType), C(objectStr),
+        C(logsBlobUri), C(statusBlobUri), C(customSettings).
+    type: dict
+  protected_settings:
+    description:
+      - The extension's protected settings, decrypted - C(objectStr) is base64 JSON holding
+        C(blobSASUri), the list of disk SAS URIs; C(logsBlobUri) and C(statusBlobUri) may be
+        given here too.
+    type: dict
+  config_path:
+    description: The script plugin configuration.
+    type: path
+    default: /etc/azure/VMSnapshotScriptPluginConfig.json
+  host_config_path:
+    description: The optional plugin host file listing several script plugin configurations.
+    type: path
+    default: /etc/azure/VMSnapshotPluginHost.conf
+  status_blob_uri:
+    description: SAS URI of a block blob that receives the status document.
+    type: str
+  logs_blob_uri:
+    description: SAS URI of a block blob that receives the run log.
+    type: str
+  task_id:
+    description:
+      - Identifies the backup task; a task already done on this host is reported with
+        C(SuccessAlreadyProcessedInput) (code 3) and not done twice.
+      - Overrides C(taskId) from O(settings).
+    type: str
+  backup_metadata:
+    description:
+      - Metadata set on every snapshot, beside the collection's own consistency stamp
+        (C(appconsistentLevel), C(appconsistentHost)).
+    type: dict
+    default: {}
+  freeze_mounts:
+    description:
+      - When given, exactly these mount points are frozen (each must be an ext3, ext4, xfs or
+        btrfs mount point, not a bind mount and not covered by another mount).
+      - When not given, every ext3, ext4, xfs and btrfs filesystem is frozen once, children
+        before parents and C(/) last; unlike the extension, filesystems on loop devices are
+        included.
+    type: list
+    elements: path
+  mounts_to_skip:
+    description:
+      - Mount points never frozen; skipping one mount point of a filesystem skips that whole
+        filesystem. Unlike the extension, C(/) may be skipped.
+    type: list
+    elements: path
+    default: []
+  max_freeze_seconds:
+    description: The longest a filesystem may stay frozen; the guardian thaws at this deadline.
+    type: int
+    default: 60
+  snapshot_timeout:
+    description: Timeout in seconds of one snapshot call; never more than half the freeze deadline.
+    type: float
+    default: 10
+  log_dir:
+    description: Where C(extension.log) is kept.
+    type: path
+    default: /var/log/azure/Microsoft.Azure.RecoveryServices.VMSnapshotLinux
+  state_dir:
+    description: Where the host lock, the last task id and the local status file are kept.
+    type: path
+    default: /var/lib/waagent/Microsoft.Azure.RecoveryServices.VMSnapshotLinux
+notes:
+  - Needs root and only the Python standard library on the managed host.
+seealso:
+  - module: appconsistent.vmsnapshot.prepost_info
+"""
+
+EXAMPLES = r"""
+- name: Snapshot both data disks, application-consistent when the scripts succeed
+  appconsistent.vmsnapshot.snapshot:
+    disks: "{{ vault_disk_sas_uris }}"
+    status_blob_uri: "{{ vault_status_sas_uri }}"
+    backup_metadata:
+      job: nightly
+  register: snap
+
+- name: Take exactly what Azure Backup would send
+  appconsistent.vmsnapshot.snapshot:
+    settings: "{{ extension_public_settings }}"
+    protected_settings: "{{ extension_protected_settings }}"
+
+- name: Freeze only the database filesystem
+  appconsistent.vmsnapshot.snapshot:
+    disks: "{{ vault_disk_sas_uris }}"
+    freeze_mounts: [/var/lib/postgresql]
+    max_freeze_seconds: 20
+"""
+
+RETURN = r"""
+consistency:
+  description: What the snapshot is - C(application), C(filesystem), C(crash) or C(none).
+  returned: always
+  type: str
+  sample: application
+status_code:
+  description: The extension's status code (0 application-consistent, 1 success, 300-318 scripts,
+    121-123 freeze, 76/85/173/761 snapshot, 402 too late, ...).
+  returned: always
+  type: int
+  sample: 0
+status_name:
+  description: The extension's name of RV(status_code).
+  returned: always
+  type: str
+  sample: success_appconsistent
+message:
+  description: What happened, in a sentence.
+  returned: always
+  type: str
+snapshots:
+  description: One entry per disk, in the order of the disks.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    blob_url:
+      description: The disk blob's URL without its SAS query.
+      type: str
+    snapshot:
+      description: The snapshot timestamp, or null when it failed.
+      type: str
+    ok:
+      description: Whether this disk's snapshot was taken.
+      type: bool
+    error:
+      description: Why it failed (redacted).
+      type: str
+frozen_mounts:
+  description: The mount points that were frozen, in freeze order.
+  returned: always
+  type: list
+  elements: str
+thaw_forced:
+  description: True when the guardian thawed at the deadline or because this process died.
+  returned: always
+  type: bool
+timings:
+  description: Milliseconds spent in each phase - C(connect_ms), C(pre_ms), C(freeze_ms),
+    C(snapshot_ms), C(thaw_ms), C(post_ms), C(frozen_window_ms); a phase that did not run is absent.
+  returned: always
+  type: dict
+scripts:
+  description: Per phase (C(pre), C(post)), each script's exit code, attempts, duration and the
+    tail of its output.
+  returned: always
+  type: dict
+status_file:
+  description: The local status document.
+  returned: when not in check mode
+  type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._snapshot_options import (
+    request_from_params,
+)
+from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._snapshot_run import (
+    run_snapshot,
+)
+from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._status_codes import (
+    VmSnapshotError,
+    result_fields,
+)
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=dict(
+            disks=dict(type="list", elements="str", no_log=True),
+            settings=dict(type="dict"),
+            protected_settings=dict(type="dict", no_log=True),
+            config_path=dict(type="path", default="/etc/azure/VMSnapshotScriptPluginConfig.json"),
+            host_config_path=dict(type="path", default="/etc/azure/VMSnapshotPluginHost.conf"),
+            status_blob_uri=dict(type="str", no_log=True),
+            logs_blob_uri=dict(type="str", no_log=True),
+            task_id=dict(type="str"),
+            backup_metadata=dict(type="dict", default={}),
+            freeze_mounts=dict(type="list", elements="path"),
+            mounts_to_skip=dict(type="list", elements="path", default=[]),
+            max_freeze_seconds=dict(type="int", default=60),
+            snapshot_timeout=dict(type="float", default=10.0),
+            log_dir=dict(
+                type="path",
+                default="/var/log/azure/Microsoft.Azure.RecoveryServices.VMSnapshotLinux",
+            ),
+            state_dir=dict(
+                type="path",
+                default="/var/lib/waagent/Microsoft.Azure.RecoveryServices.VMSnapshotLinux",
+            ),
+        ),
+        mutually_exclusive=[("disks", "settings"), ("disks", "protected_settings")],
+        required_one_of=[("disks", "settings", "protected_settings")],
+        supports_check_mode=True,
+    )
+    try:
+        request = request_from_params(module.params)
+        result = run_snapshot(request, check_mode=module.check_mode)
+    except VmSnapshotError as exc:
+        module.fail_json(msg=exc.message, **result_fields(exc.status))
+    for warning in result.pop("warnings"):
+        module.warn(warning)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
