@@ -54,6 +54,7 @@ options:
       - The extension's public settings as Azure passes them - C(taskId),
         C(commandToExecute), C(commandStartTimeUTCTicks), C(locale), C(vmType), C(objectStr),
         C(logsBlobUri), C(statusBlobUri), C(customSettings).
+      - Not logged, since the blob URIs in it carry SAS signatures.
     type: dict
   protected_settings:
     description:
@@ -228,7 +229,7 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
             disks=dict(type="list", elements="str", no_log=True),
-            settings=dict(type="dict"),
+            settings=dict(type="dict", no_log=True),
             protected_settings=dict(type="dict", no_log=True),
             config_path=dict(type="path", default="/etc/azure/VMSnapshotScriptPluginConfig.json"),
             host_config_path=dict(type="path", default="/etc/azure/VMSnapshotPluginHost.conf"),
