@@ -24,12 +24,13 @@ stages=("$@")
 # the tracked and new (not ignored) files.
 ansible_test_tree() {
   local tree="$ROOT/.cache/ansible-test/ansible_collections/appconsistent/vmsnapshot"
+  rm -rf "$tree"
   mkdir -p "$tree"
   git ls-files -z --cached --others --exclude-standard | grep -zv '^tests/output/' |
-    rsync -a --delete --from0 --files-from=- ./ "$tree/"
+    rsync -a --from0 --files-from=- ./ "$tree/"
   # The copy lies inside this (git-ignored) checkout, so it gets a repository of its own:
   # ansible-test lists content with git and would otherwise see nothing.
-  (cd "$tree" && { [ -d .git ] || git init -q; } && git add -A >/dev/null)
+  (cd "$tree" && git init -q && git add -A >/dev/null)
   # The harness in the copy starts Azurite from node_modules; the copy's git ignores the link.
   ln -sfn "$ROOT/node_modules" "$tree/node_modules"
   grep -qx node_modules "$tree/.git/info/exclude" || echo node_modules >>"$tree/.git/info/exclude"

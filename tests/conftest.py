@@ -10,5 +10,7 @@ sys.path.insert(0, str(ROOT / ".cache" / "collections"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 # The harness' fixtures, for every test below tests/.
-from harness.azurite import azurite, blob_disks  # noqa: E402,F401
-from harness.loopfs import loop_ext4, loop_filesystem_factory, loop_xfs  # noqa: E402,F401
+from harness.azurite import azurite, blob_disks  # noqa: E402
+from harness.loopfs import loop_ext4, loop_filesystem_factory, loop_xfs  # noqa: E402
+
+__all__ = ["azurite", "blob_disks", "loop_ext4", "loop_filesystem_factory", "loop_xfs"]

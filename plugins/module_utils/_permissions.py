@@ -165,7 +165,7 @@ def _open_parent(path: str, rule: _Rule) -> Tuple[int, str]:
     if not parts:
         raise VmSnapshotError(rule.not_found, f"The {rule.what} {path!r} is not a regular file.")
     name = parts.pop()
-    for _ in range(_MAX_SYMLINKS + 1):
+    for _hop in range(_MAX_SYMLINKS + 1):
         fd = os.open("/", _DIR_FLAGS)
         where = "/"
         try:

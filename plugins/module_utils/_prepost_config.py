@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import configparser
 import json
+import math
 import os.path
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
@@ -168,7 +169,7 @@ class _Reader:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise _bad(self.path, key, value, "it must be a number")
         if isinstance(value, float):
-            if value != value or value in (float("inf"), float("-inf")):
+            if not math.isfinite(value):
                 raise _bad(self.path, key, value, "it must be a finite number")
             self.warnings.append(
                 f"In {self.path}, {key!r} is {value}; it is truncated to {int(value)}."

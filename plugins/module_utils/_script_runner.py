@@ -100,7 +100,7 @@ def command_for(script: CheckedScript) -> List[str]:
     if head.startswith(b"#!"):
         # The kernel's rule: interpreter up to the first blank, the rest is one argument.
         line = head[2:].split(b"\n", 1)[0].strip(b" \t")
-        interpreter, _, argument = line.replace(b"\t", b" ").partition(b" ")
+        interpreter, _blank, argument = line.replace(b"\t", b" ").partition(b" ")
         if interpreter:
             extra = [os.fsdecode(argument.strip())] if argument.strip() else []
             return [os.fsdecode(interpreter), *extra, fd_path]
@@ -126,9 +126,9 @@ def _process_table() -> Dict[int, Tuple[str, int, int, int]]:
 def _members(leader: int) -> Set[int]:
     """Live processes of the attempt led by `leader`: its group, its session, its descendants."""
     table = _process_table()
-    found = {pid for pid, (_, _, group, session) in table.items() if leader in (group, session)}
+    found = {pid for pid, (*_state, group, session) in table.items() if leader in (group, session)}
     children: Dict[int, List[int]] = {}
-    for pid, (_, parent, _, _) in table.items():
+    for pid, (_state, parent, *_ids) in table.items():
         children.setdefault(parent, []).append(pid)
     stack = [leader]
     while stack:
@@ -162,7 +162,7 @@ def _wait_gone(pids: Iterable[int], timeout: float) -> None:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            for key, _ in selector.select(remaining):
+            for key, _events in selector.select(remaining):
                 selector.unregister(key.fd)
                 os.close(key.fd)
     finally:
@@ -176,7 +176,7 @@ def _kill_tree(leader: int) -> Optional[str]:
     members = _members(leader)
     _signal(leader, members, signal.SIGTERM)
     _wait_gone(members, KILL_GRACE_SECONDS)
-    for _ in range(_KILL_ROUNDS):
+    for _round in range(_KILL_ROUNDS):
         members = _members(leader)
         if not members:
             return None
@@ -205,7 +205,7 @@ def _discard(fd: int) -> None:
 def _drain_now(fd: int, tail: _Tail) -> bool:
     """Read what the pipe holds right now; True at end of file."""
     os.set_blocking(fd, False)
-    for _ in range(_DRAIN_LIMIT):
+    for _chunk in range(_DRAIN_LIMIT):
         try:
             chunk = os.read(fd, _READ_SIZE)
         except BlockingIOError:
@@ -262,7 +262,7 @@ def _attempt(
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            for key, _ in selector.select(remaining):
+            for key, _events in selector.select(remaining):
                 if key.data is None:
                     exited = True
                     continue

@@ -579,7 +579,7 @@ def _kill_namespace_processes(hosts: list[FleetHost]) -> None:
 def _end_processes(procs: list[tuple[int, int]]) -> None:
     """SIGKILL processes recorded by PID and start time, and wait until they are gone."""
     live = [(pid, st) for pid, st in procs if _is_process(pid, st)]
-    for pid, _ in live:
+    for pid, _start in live:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
@@ -589,7 +589,7 @@ def _end_processes(procs: list[tuple[int, int]]) -> None:
         if not live:
             return
         if time.monotonic() > deadline:
-            raise FleetError(f"Processes {[p for p, _ in live]} survived SIGKILL for 10 s.")
+            raise FleetError(f"Processes {[p for p, _start in live]} survived SIGKILL for 10 s.")
         time.sleep(0.01)
 
 
@@ -722,7 +722,7 @@ def _down_all() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p_up = sub.add_parser("up", help="bring up a fleet and write its state and inventory")
     p_up.add_argument("--hosts", type=int, required=True)

@@ -150,7 +150,7 @@ class LoopFilesystem:
         """Thaw, unmount, detach and remove; safe to call twice and after a partial setup."""
         if self.is_mounted():
             _run(["fsfreeze", "-u", self.mount_point], check=False)  # "not frozen" is fine
-            for _ in range(10):
+            for _attempt in range(10):
                 if _run(["umount", self.mount_point], check=False).returncode == 0:
                     break
                 time.sleep(0.2)  # a process that was blocked on the frozen fs is leaving

@@ -89,6 +89,7 @@ def test_failing_pytest_run_leaves_nothing(
         capture_output=True,
         text=True,
         timeout=240,
+        check=False,
     )
     assert run.returncode != 0 and outcome in run.stdout, run.stdout + run.stderr
     assert leftovers(tmp_path) == []
@@ -141,7 +142,11 @@ def test_cleanup_removes_what_a_killed_run_left_and_nothing_alive(
         for record in dead_records:  # SIGKILL: no teardown ran
             assert os.path.ismount(record["mount_point"])
         run = subprocess.run(
-            [sys.executable, str(LOOPFS), "cleanup"], env=sandbox, capture_output=True, text=True
+            [sys.executable, str(LOOPFS), "cleanup"],
+            env=sandbox,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         assert run.returncode == 0, run.stderr
         assert run.stdout.index(dead_records[1]["mount_point"]) < run.stdout.index(
@@ -163,6 +168,7 @@ def test_cli_up_and_down(tmp_path: Path, sandbox: dict[str, str]) -> None:
         env=sandbox,
         capture_output=True,
         text=True,
+        check=False,
     )
     assert up.returncode == 0, up.stderr
     record = json.loads(out.read_text())
@@ -176,6 +182,7 @@ def test_cli_up_and_down(tmp_path: Path, sandbox: dict[str, str]) -> None:
         env=sandbox,
         capture_output=True,
         text=True,
+        check=False,
     )
     assert down.returncode == 0 and "removed 1" in down.stdout, down.stderr
     assert leftovers(tmp_path) == []

@@ -178,7 +178,7 @@ def test_a_symlinked_directory_pointing_into_an_unsafe_directory_is_refused(home
     unsafe = make_dir(tmp_path / "unsafe", 0o755, NOBODY)
     make(unsafe / "pre.sh")
     os.symlink(str(unsafe), home / "alias")
-    status, _ = code_of(check_script, str(home / "alias" / "pre.sh"), "pre")
+    status, _message = code_of(check_script, str(home / "alias" / "pre.sh"), "pre")
     assert status == Status.FailedPrepostPreScriptPermissionError
 
 
@@ -242,7 +242,7 @@ def test_config_missing_symlinked_and_readable(home):
     assert code_of(open_checked, missing, "config")[0] == Status.FailedPrepostPluginConfigNotFound
     real = make(home / "real.json", 0o600, content=b'{"a": 1}')
     os.symlink(real, home / "link.json")
-    status, _ = code_of(open_checked, str(home / "link.json"), "config")
+    status, _message = code_of(open_checked, str(home / "link.json"), "config")
     assert status == Status.FailedPrepostPluginConfigPermissionError
     with open_checked(real, "config") as checked:
         assert isinstance(checked, CheckedFile)
@@ -274,18 +274,18 @@ def test_host_config_owner_and_mode(home, mode, uid, passes):
 
 
 def test_host_config_missing(home):
-    status, _ = code_of(open_checked, str(home / "absent.conf"), "host_config")
+    status, _message = code_of(open_checked, str(home / "absent.conf"), "host_config")
     assert status == Status.FailedPrepostPluginhostConfigNotFound
 
 
 def test_a_missing_parent_directory_is_not_found(home):
-    status, _ = code_of(check_script, str(home / "no" / "such" / "pre.sh"), "post")
+    status, _message = code_of(check_script, str(home / "no" / "such" / "pre.sh"), "post")
     assert status == Status.FailedPrepostPostScriptNotFound
 
 
 def test_a_file_used_as_a_directory_is_not_found(home):
     make(home / "file")
-    status, _ = code_of(check_script, str(home / "file" / "pre.sh"), "pre")
+    status, _message = code_of(check_script, str(home / "file" / "pre.sh"), "pre")
     assert status == Status.FailedPrepostPreScriptNotFound
 
 

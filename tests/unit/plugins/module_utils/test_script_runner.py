@@ -216,7 +216,7 @@ echo LAST-ERR >&2
     result = run_script(script(body), [], 60, 0)
     assert result.ok, result.error
     for tail, last in ((result.stdout_tail, "LAST-OUT\n"), (result.stderr_tail, "LAST-ERR\n")):
-        marker, _, data = tail.partition("\n")
+        marker, _newline, data = tail.partition("\n")
         assert marker.startswith("[") and marker.endswith(" earlier bytes dropped]")
         assert tail.endswith(last)
         assert len(data) <= TAIL_BYTES

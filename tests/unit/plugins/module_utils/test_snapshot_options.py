@@ -46,7 +46,7 @@ def encoded(value) -> str:
 
 def test_plain_disks():
     request = request_from_params(params(backup_metadata={"job": "nightly"}))
-    assert [d.blob_url for d in request.disks] == [DISK.split("?")[0]]
+    assert [d.blob_url for d in request.disks] == [DISK.split("?", maxsplit=1)[0]]
     assert request.backup_metadata == {"job": "nightly"}
     assert request.status_blob is None and not request.crash_fallback_allowed
 
