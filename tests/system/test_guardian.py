@@ -236,7 +236,7 @@ def test_deadline_forces_the_thaw(
 def test_deadline_applies_to_a_parent_that_never_thaws(
     probe: Callable[[LoopFilesystem], Probe], loop_xfs: LoopFilesystem
 ) -> None:
-    parent, _ = start_parent([loop_xfs.mount_point], 1)
+    parent, _frozen = start_parent([loop_xfs.mount_point], 1)
     try:
         writer = probe(loop_xfs)
         assert writer.done_within(5) and writer.written()
