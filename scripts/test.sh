@@ -16,7 +16,7 @@ LOGS="$ROOT/tests/output/logs"
 rm -rf "$LOGS"
 mkdir -p "$LOGS"
 
-all_stages=(lint sanity unit system integration molecule fleet faults databases build secrets)
+all_stages=(lint sanity unit system integration molecule fleet faults databases build secrets leftovers)
 stages=("$@")
 ((${#stages[@]})) || stages=("${all_stages[@]}")
 
@@ -69,6 +69,8 @@ stage_databases() { pytest -q tests/databases; }
 stage_build() { bash scripts/check-build.sh; }
 
 stage_secrets() { .venv/bin/python tests/scan_secrets.py "$ROOT/tests/output"; }
+
+stage_leftovers() { .venv/bin/python tests/check_leftovers.py; }
 
 passed=() failed=()
 for stage in "${stages[@]}"; do
