@@ -17,6 +17,12 @@ Who does what, and why:
 * The module holds its own fds of the same mount points, and a thread waits on the guardian's
   pipe while frozen: if the guardian dies, the module reaps it and thaws what it had frozen (and
   a freeze that was in flight), at once. The report then says ``forced_reason="guardian died"``.
+* Each of the two thaws when the other dies, but not when both die at once (``kill -9`` of both,
+  milliseconds apart). So the guardian forks a deputy first, in its session, that follows its
+  events on a pipe and a pipe from the module: when both end without saying everything was
+  thawed (``Q`` from the guardian, ``D`` from the module), the deputy thaws what is still
+  frozen. Killing all three at once (a whole cgroup) still leaves a freeze behind: the kernel
+  never thaws by itself.
 
 The kernel refuses a second FIFREEZE of a frozen filesystem (EBUSY), so our freezes never nest
 and one FITHAW undoes each. Between freeze and thaw nothing here imports or writes to disk.
@@ -82,7 +88,8 @@ def _errno_text(number: int) -> str:
 #   "E i errno"         FIFREEZE of mount i failed     "L"               deadline hit while freezing
 #   "D"                 everything is frozen           "T i t0 t1 errno" thawed mount i
 #   "Q reason"          every freeze undone ("-", "deadline" or "parent died")
-# The module sends b"F" (freeze) and b"T" (thaw); EOF means the module is gone.
+# The module sends b"F" (freeze) and b"T" (thaw); EOF means the module is gone. The deputy reads
+# the same lines, and b"D" from the module once it knows everything is thawed.
 # ---------------------------------------------------------------------------------------------
 
 
@@ -102,12 +109,57 @@ def _become_guardian(keep: set[int]) -> None:
                 os.close(fd)
 
 
-def _guardian_main(fds: list[int], cmd_r: int, reply_w: int, max_ns: int) -> None:
+def _deputy_main(fds: list[int], events_r: int, module_r: int) -> None:
+    """Thaw what the guardian froze if the guardian and the module both end without thawing."""
+    frozen: set[int] = set()
+    buffer = b""
+    poller = select.poll()
+    for fd in (events_r, module_r):
+        poller.register(fd, select.POLLIN)
+    open_fds = 2
+    while open_fds:
+        for fd, _events in poller.poll():
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                poller.unregister(fd)
+                open_fds -= 1
+                continue
+            if fd == module_r:
+                return  # "D": the module saw every filesystem thawed
+            *lines, buffer = (buffer + chunk).split(b"\n")
+            for kind, *values in (line.split() for line in lines):
+                if kind == b"Q":
+                    return
+                if kind == b"f":  # counted from the attempt: its outcome may never be told
+                    frozen.add(int(values[0]))
+                elif kind in (b"E", b"T"):
+                    frozen.discard(int(values[0]))
+    for index in sorted(frozen, reverse=True):
+        with contextlib.suppress(OSError):
+            fcntl.ioctl(fds[index], FITHAW, 0)
+
+
+def _guardian_main(fds: list[int], cmd_r: int, reply_w: int, module_r: int, max_ns: int) -> None:
     frozen: list[int] = []
+    events_r, events_w = os.pipe()
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the deputy
+    try:
+        deputy = os.fork()
+    except OSError:
+        deputy = -1
+    if deputy == 0:
+        for fd in (cmd_r, reply_w, events_w):  # the module must see EOF when the guardian dies
+            os.close(fd)
+        _deputy_main(fds, events_r, module_r)
+        os._exit(0)
+    os.close(events_r)
+    os.close(module_r)
+    os.set_blocking(events_w, False)
 
     def send(text: str) -> None:
-        with contextlib.suppress(OSError):  # the module is gone: thawing matters, telling does not
-            os.write(reply_w, f"{text}\n".encode())
+        for fd in (reply_w, events_w):
+            with contextlib.suppress(OSError):  # a reader is gone: thawing matters, telling not
+                os.write(fd, f"{text}\n".encode())
 
     def thaw_all(reason: str) -> None:
         while frozen:
@@ -125,7 +177,7 @@ def _guardian_main(fds: list[int], cmd_r: int, reply_w: int, max_ns: int) -> Non
     poller = select.poll()
     poller.register(cmd_r, select.POLLIN)
     try:
-        if os.read(cmd_r, 1) != b"F":
+        if deputy < 0 or os.read(cmd_r, 1) != b"F":  # no deputy: no freeze
             send("Q -")
             return
         deadline = 0
@@ -185,6 +237,7 @@ class Guardian:
         self._fds: list[int] = []
         self._cmd_w = -1
         self._reply_r = -1
+        self._deputy_w = -1
         self._poller = select.poll()
         self._buffer = b""
         self._frozen: list[int] = []
@@ -217,13 +270,14 @@ class Guardian:
                 ) from None
         cmd_r, self._cmd_w = os.pipe()
         self._reply_r, reply_w = os.pipe()
+        deputy_r, self._deputy_w = os.pipe()
         # Blocked across fork() so the child never runs a signal handler inherited from us.
         previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _GUARDIAN_SIGNALS)
         try:
             pid = os.fork()
         except OSError as exc:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
-            for fd in (cmd_r, reply_w):
+            for fd in (cmd_r, reply_w, deputy_r):
                 os.close(fd)
             self.close()
             raise VmSnapshotError(
@@ -232,14 +286,16 @@ class Guardian:
             ) from None
         if pid == 0:
             try:
-                _become_guardian({cmd_r, reply_w, *self._fds})
-                _guardian_main(self._fds, cmd_r, reply_w, int(self.max_freeze_seconds * 1e9))
+                _become_guardian({cmd_r, reply_w, deputy_r, *self._fds})
+                _guardian_main(
+                    self._fds, cmd_r, reply_w, deputy_r, int(self.max_freeze_seconds * 1e9)
+                )
             finally:
                 os._exit(0)
         signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
         self.pid = pid
-        os.close(cmd_r)
-        os.close(reply_w)
+        for fd in (cmd_r, reply_w, deputy_r):
+            os.close(fd)
         self._poller.register(self._reply_r, select.POLLIN)
 
     def freeze(self) -> None:
@@ -295,15 +351,16 @@ class Guardian:
                 self._take_over()
             self._reap()
         self._report = self._build_report()
+        self._tell_deputy()
         return self._report
 
     def close(self) -> None:
         """Thaw if needed, reap the guardian and close every fd."""
         self.thaw()
-        for fd in (self._cmd_w, self._reply_r):
+        for fd in (self._cmd_w, self._reply_r, self._deputy_w):
             if fd >= 0:
                 os.close(fd)
-        self._cmd_w = self._reply_r = -1
+        self._cmd_w = self._reply_r = self._deputy_w = -1
         self._close_fds()
 
     def __enter__(self) -> Guardian:
@@ -320,6 +377,11 @@ class Guardian:
         with contextlib.suppress(OSError):  # the guardian is gone: its pipe shows EOF, we take over
             os.write(self._cmd_w, command)
 
+    def _tell_deputy(self) -> None:
+        """Everything this run froze is thawed: the deputy may go."""
+        with contextlib.suppress(OSError):  # gone already (the guardian said "Q" first)
+            os.write(self._deputy_w, b"D")
+
     def _read_line(self, limit_ns: Optional[int]) -> Optional[str]:
         """The next line from the guardian; None at EOF; TimeoutError after ``limit_ns``."""
         while b"\n" not in self._buffer:
@@ -331,7 +393,7 @@ class Guardian:
             if not chunk:
                 return None
             self._buffer += chunk
-        line, _, self._buffer = self._buffer.partition(b"\n")
+        line, _newline, self._buffer = self._buffer.partition(b"\n")
         return line.decode()
 
     def _drain(self, limit_ns: Optional[int] = None) -> None:
@@ -413,6 +475,7 @@ class Guardian:
         self._frozen.clear()
         self._in_flight = None
         self._finished = True
+        self._tell_deputy()
 
     # -- results ------------------------------------------------------------------------------
 
@@ -436,14 +499,16 @@ class Guardian:
 
     def _build_report(self) -> ThawReport:
         freezes = list(self._freeze_times.values())
-        first_freeze = min((start for start, _ in freezes), default=0)
-        last_thaw = max((end for _, end in self._thaw_times), default=first_freeze)
+        first_freeze = min((start for start, _end in freezes), default=0)
+        last_thaw = max((end for _start, end in self._thaw_times), default=first_freeze)
         return ThawReport(
             frozen_mounts=[self.mount_points[index] for index in self._freeze_times],
             thaw_forced=self._forced_reason is not None,
             forced_reason=self._forced_reason,
-            freeze_ms=_ms(first_freeze, max((end for _, end in freezes), default=first_freeze)),
-            thaw_ms=_ms(min(start for start, _ in self._thaw_times), last_thaw)
+            freeze_ms=_ms(
+                first_freeze, max((end for _start, end in freezes), default=first_freeze)
+            ),
+            thaw_ms=_ms(min(start for start, _end in self._thaw_times), last_thaw)
             if self._thaw_times
             else 0.0,
             frozen_window_ms=_ms(first_freeze, last_thaw) if freezes else 0.0,

@@ -10,6 +10,7 @@ that cannot take the lock stops before doing anything.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 
@@ -27,8 +28,16 @@ class HostLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            # The reference's codes for an unexpected OS error: 12 for ENOENT, else 2.
+            raise VmSnapshotError(
+                Status.error_12 if exc.errno == errno.ENOENT else Status.error,
+                f"The state directory {os.path.dirname(self.path)} cannot be used: "
+                f"{exc.strerror}; this run did nothing.",
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

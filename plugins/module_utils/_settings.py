@@ -56,6 +56,15 @@ def _bad(message: str) -> VmSnapshotError:
     return VmSnapshotError(Status.error_parameter, message)
 
 
+def _json_error(exc: Exception) -> str:
+    """Why json.loads() refused a text: also too deep (RecursionError) or too many digits."""
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{exc.msg} at position {exc.pos}"
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return str(exc)
+
+
 def _as_mapping(value: Union[str, Mapping, None], what: str) -> Dict[str, Any]:
     """Settings arrive as a mapping, or as its JSON text."""
     if value is None or value == "":
@@ -63,8 +72,8 @@ def _as_mapping(value: Union[str, Mapping, None], what: str) -> Dict[str, Any]:
     if isinstance(value, str):
         try:
             value = json.loads(value)
-        except ValueError as exc:
-            raise _bad(f"{what} is not valid JSON ({exc.msg} at position {exc.pos}).") from None
+        except (ValueError, RecursionError) as exc:
+            raise _bad(f"{what} is not valid JSON ({_json_error(exc)}).") from None
     if not isinstance(value, Mapping):
         raise _bad(f"{what} must be a JSON object, not {type(value).__name__}.")
     return dict(value)
@@ -81,8 +90,8 @@ def _decode_object_str(value: Any, what: str) -> Dict[str, Any]:
         raise _bad(f"{what} is not valid base64 of UTF-8 text.") from None
     try:
         decoded = json.loads(text)
-    except ValueError as exc:
-        raise _bad(f"{what} does not decode to JSON ({exc.msg} at position {exc.pos}).") from None
+    except (ValueError, RecursionError) as exc:
+        raise _bad(f"{what} does not decode to JSON ({_json_error(exc)}).") from None
     if not isinstance(decoded, dict):
         raise _bad(f"{what} must decode to a JSON object, not {type(decoded).__name__}.")
     return decoded
@@ -97,12 +106,12 @@ def _backup_metadata(value: Any) -> Dict[str, str]:
         if not isinstance(item, dict) or "Key" not in item or "Value" not in item:
             raise _bad(f"{what}[{index}] must be an object with Key and Value.")
         name, text = str(item["Key"]), str(item["Value"])
-        if not _METADATA_NAME.match(name):
+        if not _METADATA_NAME.fullmatch(name):
             raise _bad(
                 f"{what}[{index}] Key {name!r} is not a valid blob metadata name "
                 "(letters, digits and underscores, not starting with a digit)."
             )
-        if not _HEADER_VALUE.match(text):
+        if not _HEADER_VALUE.fullmatch(text):
             raise _bad(f"{what}[{index}] Value for {name!r} must be printable ASCII.")
         metadata[name] = text
     return metadata

@@ -10,6 +10,7 @@ what the settings carry. Every error names the option and never shows a SAS sign
 
 from __future__ import annotations
 
+import os
 import re
 
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._sas import parse_sas_uri
@@ -26,6 +27,7 @@ from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._status_c
 
 # Blob metadata names must be C# identifiers (the Blob service rejects anything else).
 METADATA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+HEADER_VALUE = re.compile(r"[\x20-\x7e]*")
 MAX_FREEZE_SECONDS_LIMIT = 600
 
 
@@ -36,11 +38,14 @@ def _bad(message: str) -> VmSnapshotError:
 def _metadata(value: dict) -> dict[str, str]:
     metadata = {}
     for name, item in value.items():
-        if not METADATA_NAME.match(str(name)):
+        if not METADATA_NAME.fullmatch(str(name)):
             raise _bad(
                 f"backup_metadata key {name!r} is not a valid blob metadata name "
                 "(letters, digits and underscores, not starting with a digit)."
             )
+        # It becomes an HTTP header: checked now, not found out while frozen.
+        if not HEADER_VALUE.fullmatch(str(item)):
+            raise _bad(f"backup_metadata value for {name!r} must be printable ASCII.")
         metadata[str(name)] = str(item)
     return metadata
 
@@ -66,8 +71,13 @@ def request_from_params(params: dict) -> SnapshotRequest:
             f"max_freeze_seconds is {max_freeze}; it must be between 1 and "
             f"{MAX_FREEZE_SECONDS_LIMIT}."
         )
-    if params["snapshot_timeout"] <= 0:
+    if not params["snapshot_timeout"] > 0:  # also NaN
         raise _bad(f"snapshot_timeout is {params['snapshot_timeout']}; it must be positive.")
+    for option in ("state_dir", "log_dir"):
+        # A relative path depends on the module's working directory: two runs would not share
+        # the host lock.
+        if not os.path.isabs(params[option]):
+            raise _bad(f"{option} is {params[option]!r}; it must be an absolute path.")
 
     def blob(option: str, from_settings):
         uri = params.get(option)

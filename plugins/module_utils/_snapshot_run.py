@@ -7,10 +7,17 @@
 Everything slow or fallible happens before the freeze (configuration and script checks, the
 connections to every disk blob, the guardian process, the mount list), so the frozen window holds
 nothing but the snapshot calls. Nothing in that window imports a module or writes to disk.
+
+A run that dies after its pre-script started (SIGKILL, OOM, reboot) leaves the application
+quiesced. So the run records its configuration in the state directory before the pre-script
+and removes the record after the post-script; the next run, under the host lock and before
+anything else, runs the post-scripts of a record it finds (after the same checks) and warns.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import platform
 import threading
@@ -50,6 +57,7 @@ DEFAULT_MAX_FREEZE_SECONDS = 60
 # The reference's HTTPS timeout for one snapshot call.
 DEFAULT_SNAPSHOT_TIMEOUT = 10.0
 STATUS_FILE_NAME = "last.status"
+PENDING_POST_FILE_NAME = "post_script.pending"
 # The part of max_freeze_seconds the snapshot calls may use; the rest is the freeze and thaw.
 SNAPSHOT_SHARE_OF_DEADLINE = 0.8
 EXTENSION_VERSION = "0.1.0"
@@ -100,6 +108,7 @@ class SnapshotRun:
         lock = HostLock(request.state_dir)
         lock.acquire()
         try:
+            self._recover_interrupted_run()
             if request.task_id and _task_state.already_done(request.state_dir, request.task_id):
                 return self._finish_early(
                     Status.SuccessAlreadyProcessedInput,
@@ -118,8 +127,83 @@ class SnapshotRun:
         finally:
             lock.release()
 
+    def _pending_post_path(self) -> str:
+        return os.path.join(self.request.state_dir, PENDING_POST_FILE_NAME)
+
+    def _record_pending_post(self) -> None:
+        """Written (atomically, synced) before the pre-script; see the module docstring."""
+        record = {
+            "pid": os.getpid(),
+            "task_id": self.request.task_id,
+            "config_path": self.request.config_path,
+            "host_config_path": self.request.host_config_path,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        path = self._pending_post_path()
+        temp = f"{path}.{os.getpid()}.tmp"
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(record, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, path)
+        except OSError as exc:  # the run goes on; only its recovery after a kill is lost
+            self.warnings.append(
+                f"Cannot record the run in {path} ({exc.strerror}): if this run dies after its "
+                "pre-script, the next run will not run the post-script for it."
+            )
+
+    def _clear_pending_post(self) -> None:
+        # Left behind, the record only makes the next run run the post-scripts once more.
+        with contextlib.suppress(OSError):
+            os.unlink(self._pending_post_path())
+
+    def _recover_interrupted_run(self) -> None:
+        """Run the post-scripts of an earlier run that stopped after its pre-script started."""
+        try:
+            with open(self._pending_post_path(), encoding="utf-8") as handle:
+                record = json.load(handle)
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, RecursionError):
+            record = None
+        paths = []
+        if isinstance(record, dict):
+            paths = [record.get("config_path"), record.get("host_config_path")]
+        if not paths or not all(isinstance(path, str) for path in paths):
+            message = (
+                f"The record of an interrupted run, {self._pending_post_path()}, is unreadable; "
+                "it was removed and no post-script ran for it."
+            )
+        else:
+            earlier = f"An earlier run (pid {record.get('pid')}, task {record.get('task_id')})"
+            precheck = _prepost.precheck(*paths)
+            try:
+                if precheck.status == Status.success:
+                    post = self._phase("recovered_post", _prepost.run_post, precheck)
+                    message = (
+                        f"{earlier} stopped after its pre-script started; its post-scripts ran "
+                        f"now: {post.message}"
+                    )
+                else:
+                    message = (
+                        f"{earlier} stopped after its pre-script started; its post-scripts "
+                        f"cannot run: {precheck.message}"
+                    )
+            finally:
+                precheck.close()
+        self.log.warning(message)
+        self.warnings.append(redact(message))
+        self._clear_pending_post()
+
     def _check(self) -> dict:
         """Check mode: the prechecks only; nothing runs, nothing is frozen or taken."""
+        if os.path.exists(self._pending_post_path()):
+            self.warnings.append(
+                "An earlier run stopped after its pre-script started; the next run runs its "
+                "post-scripts first."
+            )
         precheck = _prepost.precheck(self.request.config_path, self.request.host_config_path)
         try:
             endpoints, failed = self._open_endpoints()
@@ -150,8 +234,12 @@ class SnapshotRun:
                 return self._report(
                     precheck, None, None, snapshot_status_for(failed_open), failed_open
                 )
+            # Before quiescing anything: a freeze_mounts entry that cannot be frozen is bad
+            # input (123), not something to find out while the application is held.
+            mount_points = self._mount_points(precheck.fs_freeze_enabled)
             pre = None
             if precheck.status == Status.success:
+                self._record_pending_post()
                 pre = self._phase("pre", _prepost.run_pre, precheck)
             pre_status = pre.status if pre else None
             snapshot_status = None
@@ -162,13 +250,17 @@ class SnapshotRun:
                 precheck.fs_freeze_enabled,
             ):
                 snapshot_status = self._freeze_and_snapshot(
-                    endpoints, precheck.fs_freeze_enabled, app_quiesced=pre_status == Status.success
+                    endpoints,
+                    mount_points,
+                    precheck.fs_freeze_enabled,
+                    app_quiesced=pre_status == Status.success,
                 )
             else:
                 self.log.warning("the failure policy skips the snapshot")
             post = None
             if precheck.status == Status.success:
                 post = self._phase("post", _prepost.run_post, precheck)
+                self._clear_pending_post()
             return self._report(precheck, pre, post, snapshot_status, self.snapshots)
         finally:
             for endpoint in endpoints:
@@ -214,15 +306,24 @@ class SnapshotRun:
         self.log.info(f"{name}-script phase: {result.status.name}")
         return result
 
+    def _mount_points(self, freeze_enabled: bool) -> list[str]:
+        if not freeze_enabled:
+            return []
+        return _mounts.freezable_mounts(
+            _mounts.read_mountinfo(),
+            skip=self.request.mounts_to_skip,
+            only=self.request.freeze_mounts,
+        )
+
     def _freeze_and_snapshot(
-        self, endpoints: list[BlobEndpoint], freeze_enabled: bool, *, app_quiesced: bool
+        self,
+        endpoints: list[BlobEndpoint],
+        mount_points: list[str],
+        freeze_enabled: bool,
+        *,
+        app_quiesced: bool,
     ) -> Status:
         request = self.request
-        mount_points: list[str] = []
-        if freeze_enabled:
-            mount_points = _mounts.freezable_mounts(
-                _mounts.read_mountinfo(), skip=request.mounts_to_skip, only=request.freeze_mounts
-            )
         if not mount_points:
             self.log.info("nothing to freeze" if freeze_enabled else "freeze disabled by config")
             level = "application" if app_quiesced else "crash"

@@ -39,9 +39,7 @@ def write_args(args: dict, directory: str, check_mode: bool = False) -> str:
     return path
 
 
-def run_module(
-    name: str, args: dict, *, check_mode: bool = False, timeout: float = 120
-) -> dict:
+def run_module(name: str, args: dict, *, check_mode: bool = False, timeout: float = 120) -> dict:
     """Run a module; return its JSON result, with `rc` and `stderr` added."""
     with tempfile.TemporaryDirectory() as directory:
         path = write_args(args, directory, check_mode)
