@@ -201,8 +201,11 @@ timings:
   returned: always
   type: dict
 scripts:
-  description: Per phase (C(pre), C(post)), each script's exit code, attempts, duration and the
-    tail of its output.
+  description:
+    - Per phase (C(pre), C(post)), each script's exit code, attempts, duration and the tail of
+      its output.
+    - C(recovered_post) is present when an earlier run on this host died after its pre-script
+      started; its post-scripts were run first, and a warning says so.
   returned: always
   type: dict
 status_file:
@@ -213,6 +216,7 @@ status_file:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._sas import redact
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._snapshot_options import (
     request_from_params,
 )
@@ -220,6 +224,7 @@ from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._snapshot
     run_snapshot,
 )
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._status_codes import (
+    Status,
     VmSnapshotError,
     result_fields,
 )
@@ -259,6 +264,11 @@ def main() -> None:
         result = run_snapshot(request, check_mode=module.check_mode)
     except VmSnapshotError as exc:
         module.fail_json(msg=exc.message, **result_fields(exc.status))
+    except Exception as exc:  # the last resort: a code and a sentence, never a traceback
+        module.fail_json(
+            msg=f"The snapshot run failed unexpectedly: {redact(str(exc))}",
+            **result_fields(Status.error),
+        )
     for warning in result.pop("warnings"):
         module.warn(warning)
     module.exit_json(**result)
