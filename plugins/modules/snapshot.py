@@ -214,6 +214,10 @@ status_file:
   type: str
 """
 
+import os
+import platform
+import sys
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._sas import redact
@@ -259,6 +263,13 @@ def main() -> None:
         required_one_of=[("disks", "settings", "protected_settings")],
         supports_check_mode=True,
     )
+    if sys.version_info < (3, 9) or os.geteuid() != 0:
+        module.fail_json(
+            msg=f"The snapshot module needs root and Python 3.9 or later; it runs as uid "
+            f"{os.geteuid()} under Python {platform.python_version()} (use become, or set "
+            "ansible_python_interpreter).",
+            **result_fields(Status.error),
+        )
     try:
         request = request_from_params(module.params)
         result = run_snapshot(request, check_mode=module.check_mode)
