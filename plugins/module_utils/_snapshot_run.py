@@ -16,8 +16,6 @@ anything else, runs the post-scripts of a record it finds (after the same checks
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import platform
 import threading
@@ -26,6 +24,7 @@ from dataclasses import dataclass, field
 
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils import (
     _consistency,
+    _interrupted_run,
     _mounts,
     _prepost,
     _settings,
@@ -57,7 +56,6 @@ DEFAULT_MAX_FREEZE_SECONDS = 60
 # The reference's HTTPS timeout for one snapshot call.
 DEFAULT_SNAPSHOT_TIMEOUT = 10.0
 STATUS_FILE_NAME = "last.status"
-PENDING_POST_FILE_NAME = "post_script.pending"
 # The part of max_freeze_seconds the snapshot calls may use; the rest is the freeze and thaw.
 SNAPSHOT_SHARE_OF_DEADLINE = 0.8
 EXTENSION_VERSION = "0.1.0"
@@ -127,59 +125,34 @@ class SnapshotRun:
         finally:
             lock.release()
 
-    def _pending_post_path(self) -> str:
-        return os.path.join(self.request.state_dir, PENDING_POST_FILE_NAME)
-
     def _record_pending_post(self) -> None:
-        """Written (atomically, synced) before the pre-script; see the module docstring."""
-        record = {
-            "pid": os.getpid(),
-            "task_id": self.request.task_id,
-            "config_path": self.request.config_path,
-            "host_config_path": self.request.host_config_path,
-            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        path = self._pending_post_path()
-        temp = f"{path}.{os.getpid()}.tmp"
+        request = self.request
+        pending = _interrupted_run.PendingRun(
+            os.getpid(), request.task_id, request.config_path, request.host_config_path
+        )
         try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(record, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, path)
+            _interrupted_run.record(request.state_dir, pending)
         except OSError as exc:  # the run goes on; only its recovery after a kill is lost
             self.warnings.append(
-                f"Cannot record the run in {path} ({exc.strerror}): if this run dies after its "
-                "pre-script, the next run will not run the post-script for it."
+                f"Cannot record the run in {request.state_dir} ({exc.strerror}): if this run "
+                "dies after its pre-script, the next run will not run the post-script for it."
             )
-
-    def _clear_pending_post(self) -> None:
-        # Left behind, the record only makes the next run run the post-scripts once more.
-        with contextlib.suppress(OSError):
-            os.unlink(self._pending_post_path())
 
     def _recover_interrupted_run(self) -> None:
         """Run the post-scripts of an earlier run that stopped after its pre-script started."""
+        state_dir = self.request.state_dir
         try:
-            with open(self._pending_post_path(), encoding="utf-8") as handle:
-                record = json.load(handle)
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError, RecursionError):
-            record = None
-        paths = []
-        if isinstance(record, dict):
-            paths = [record.get("config_path"), record.get("host_config_path")]
-        if not paths or not all(isinstance(path, str) for path in paths):
+            pending = _interrupted_run.load(state_dir)
+        except ValueError as exc:
             message = (
-                f"The record of an interrupted run, {self._pending_post_path()}, is unreadable; "
+                f"The record of an interrupted run in {state_dir} is unreadable ({exc}); "
                 "it was removed and no post-script ran for it."
             )
         else:
-            earlier = f"An earlier run (pid {record.get('pid')}, task {record.get('task_id')})"
-            precheck = _prepost.precheck(*paths)
-            try:
+            if pending is None:
+                return
+            earlier = f"An earlier run (pid {pending.pid}, task {pending.task_id})"
+            with _prepost.precheck(pending.config_path, pending.host_config_path) as precheck:
                 if precheck.status == Status.success:
                     post = self._phase("recovered_post", _prepost.run_post, precheck)
                     message = (
@@ -191,15 +164,13 @@ class SnapshotRun:
                         f"{earlier} stopped after its pre-script started; its post-scripts "
                         f"cannot run: {precheck.message}"
                     )
-            finally:
-                precheck.close()
         self.log.warning(message)
         self.warnings.append(redact(message))
-        self._clear_pending_post()
+        _interrupted_run.clear(state_dir)
 
     def _check(self) -> dict:
         """Check mode: the prechecks only; nothing runs, nothing is frozen or taken."""
-        if os.path.exists(self._pending_post_path()):
+        if os.path.exists(_interrupted_run.pending_path(self.request.state_dir)):
             self.warnings.append(
                 "An earlier run stopped after its pre-script started; the next run runs its "
                 "post-scripts first."
@@ -260,7 +231,7 @@ class SnapshotRun:
             post = None
             if precheck.status == Status.success:
                 post = self._phase("post", _prepost.run_post, precheck)
-                self._clear_pending_post()
+                _interrupted_run.clear(self.request.state_dir)
             return self._report(precheck, pre, post, snapshot_status, self.snapshots)
         finally:
             for endpoint in endpoints:

@@ -11,14 +11,14 @@ Every string in both passes through `redact()`, and the file is written atomical
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
-import tempfile
 import time
 from typing import Any, Dict, List, Mapping, Optional
 
+from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._atomic_file import (
+    write_atomically,
+)
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._sas import redact
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._status_codes import (
     Status,
@@ -180,27 +180,8 @@ def local_status_document(blob_document: list, *, vm_type: Optional[str] = None)
 
 
 def write_status_file(path: str, document: list) -> None:
-    """Write atomically: a 0600 temp file in the same directory, fsync, rename, fsync the dir."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    data = dumps_status_document(document).encode("utf-8")
-    fd, temp_path = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=directory)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_path, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp_path)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """Write the document atomically, mode 0600."""
+    write_atomically(path, dumps_status_document(document).encode("utf-8"))
 
 
 def _bad(message: str) -> VmSnapshotError:

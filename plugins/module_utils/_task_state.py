@@ -12,6 +12,10 @@ from __future__ import annotations
 
 import os
 
+from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._atomic_file import (
+    write_atomically,
+)
+
 TASK_FILE_NAME = "task_identity"
 
 
@@ -28,13 +32,4 @@ def already_done(state_dir: str, task_id: str) -> bool:
 
 
 def record(state_dir: str, task_id: str) -> None:
-    """Write the id atomically, so a crash never leaves half an id behind."""
-    path = task_file(state_dir)
-    os.makedirs(state_dir, mode=0o700, exist_ok=True)
-    temp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(task_id + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
+    write_atomically(task_file(state_dir), f"{task_id}\n".encode())
