@@ -26,6 +26,7 @@ import ssl
 import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional
+from urllib.parse import parse_qsl, quote
 
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._sas import SasUri, redact
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._status_codes import (
@@ -54,6 +55,36 @@ _HINTS = {
     "is wrong)",
     404: " (no such container or blob)",
 }
+
+
+def copy_source_without_sas(url: Optional[str]) -> Optional[str]:
+    """A copy source as `<blob URL>[?snapshot=<time>]`: its SAS query (and signature) dropped."""
+    if not url:
+        return None
+    base, query = url.split("?", 1) if "?" in url else (url, "")
+    snapshots = [value for name, value in parse_qsl(query) if name == "snapshot"]
+    return f"{base}?snapshot={snapshots[0]}" if snapshots else base
+
+
+def _properties(headers: Dict[str, str]) -> dict:
+    """Get Blob Properties headers as a dict; the copy source without its SAS."""
+    return {
+        "blob_type": headers.get("x-ms-blob-type"),
+        "content_length": int(headers.get("content-length", "0")),
+        "etag": headers.get("etag"),
+        "last_modified": headers.get("last-modified"),
+        "metadata": {
+            name[len("x-ms-meta-") :]: value
+            for name, value in headers.items()
+            if name.startswith("x-ms-meta-")
+        },
+        "copy_id": headers.get("x-ms-copy-id"),
+        "copy_status": headers.get("x-ms-copy-status"),
+        "copy_status_description": redact(headers.get("x-ms-copy-status-description", "")),
+        "copy_progress": headers.get("x-ms-copy-progress"),
+        "copy_completion_time": headers.get("x-ms-copy-completion-time"),
+        "copy_source": copy_source_without_sas(headers.get("x-ms-copy-source")),
+    }
 
 
 def failure_status(http_status: Optional[int], text: str) -> Status:
@@ -260,18 +291,37 @@ class BlobEndpoint:
 
     def get_properties(self, *, deadline: Optional[float] = None) -> dict:
         response = self._checked("HEAD", "", {}, None, deadline, "read the properties of")
-        headers = response.headers
-        return {
-            "blob_type": headers.get("x-ms-blob-type"),
-            "content_length": int(headers.get("content-length", "0")),
-            "etag": headers.get("etag"),
-            "last_modified": headers.get("last-modified"),
-            "metadata": {
-                name[len("x-ms-meta-") :]: value
-                for name, value in headers.items()
-                if name.startswith("x-ms-meta-")
-            },
+        return _properties(response.headers)
+
+    def find_properties(self, *, deadline: Optional[float] = None) -> Optional[dict]:
+        """`get_properties()`, or None when there is no such blob (HTTP 404)."""
+        response = self._checked(
+            "HEAD", "", {}, None, deadline, "read the properties of", accept=(404,)
+        )
+        return None if response.status == 404 else _properties(response.headers)
+
+    def start_copy(self, source_url: str, *, deadline: Optional[float] = None) -> dict:
+        """Copy Blob from `source_url` (a SAS URL the service can read) over this blob.
+
+        Returns `copy_id` and `copy_status` (`success`, or `pending` for an asynchronous copy
+        that `get_properties()` follows). The source's metadata comes along.
+        """
+        headers = {
+            "x-ms-version": X_MS_VERSION,
+            "Content-Length": "0",
+            "x-ms-copy-source": source_url,
         }
+        response = self._checked("PUT", "", headers, None, deadline, "copy into")
+        return {
+            "copy_id": response.headers.get("x-ms-copy-id"),
+            "copy_status": response.headers.get("x-ms-copy-status"),
+        }
+
+    def abort_copy(self, copy_id: str, *, deadline: Optional[float] = None) -> None:
+        """Abort a pending copy into this blob (the blob is left empty, at its full size)."""
+        headers = {"x-ms-version": X_MS_VERSION, "Content-Length": "0", "x-ms-copy-action": "abort"}
+        query = f"comp=copy&copyid={quote(copy_id, safe='')}"
+        self._checked("PUT", query, headers, None, deadline, "abort the copy into")
 
     def create_snapshot(
         self, metadata: Dict[str, str], *, deadline: Optional[float] = None
@@ -313,8 +363,10 @@ class BlobEndpoint:
         if conn is not None:
             conn.close()
 
-    def _checked(self, method, extra_query, headers, body, deadline, doing: str) -> _Response:
-        """`_call` for the calls made outside the frozen window: failures raise."""
+    def _checked(
+        self, method, extra_query, headers, body, deadline, doing: str, accept: tuple = ()
+    ) -> _Response:
+        """`_call` for the calls made outside the frozen window: failures (but `accept`) raise."""
         url = self.sas.blob_url
         try:
             response = self._call(method, extra_query, headers, body, deadline)
@@ -327,7 +379,7 @@ class BlobEndpoint:
                 Status.error_http_failure,
                 f"Could not {doing} {url}: invalid HTTP response ({_describe(exc)}).",
             ) from None
-        if not 200 <= response.status < 300:
+        if not 200 <= response.status < 300 and response.status not in accept:
             text = response.error_text()
             raise VmSnapshotError(
                 failure_status(response.status, response.body.decode("utf-8", "replace")),
