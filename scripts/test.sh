@@ -16,7 +16,7 @@ LOGS="$ROOT/tests/output/logs"
 rm -rf "$LOGS"
 mkdir -p "$LOGS"
 
-all_stages=(lint sanity unit system integration molecule fleet faults build secrets leftovers)
+all_stages=(lint sanity unit system integration molecule fleet faults databases build secrets leftovers)
 stages=("$@")
 ((${#stages[@]})) || stages=("${all_stages[@]}")
 
@@ -69,6 +69,8 @@ stage_molecule() {
 stage_fleet() { pytest -q tests/fleet; }
 
 stage_faults() { pytest -q tests/faults; }
+
+stage_databases() { pytest -q tests/databases; }
 
 stage_build() { bash scripts/check-build.sh; }
 
