@@ -39,9 +39,11 @@ attributes:
 options:
   snapshot_uri:
     description:
-      - SAS URI that can read the snapshot - a snapshot SAS (C(sr=bs)) with C(snapshot=<time>) in
-        its query, or a blob, container or account SAS of the base blob together with O(snapshot).
-      - Needs the read (C(r)) permission.
+      - SAS URI that can read the snapshot, with the read (C(r)) permission - best a snapshot SAS
+        (C(sr=bs)), which reads that one snapshot and nothing else, with C(snapshot=<time>) in
+        its query or given as O(snapshot).
+      - A container or account SAS of the base blob with O(snapshot) is passed on as it is; the
+        blob service decides whether it may read snapshots (Azurite, for one, refuses it).
     type: str
     required: true
   snapshot:

@@ -23,7 +23,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
-from urllib.parse import quote
 
 from db_servers import MariadbServer, PostgresServer
 from db_writer import SCHEMA
@@ -91,14 +90,6 @@ class Snapshot:
 
     def as_dict(self) -> dict:
         return {**asdict(self), "cutoff": self.cutoff, "passed": self.passed}
-
-
-def snapshot_sas(azurite: Azurite, container: str, blob: str, snapshot: str) -> str:
-    """A SAS URI that reads one snapshot (its time is part of the URI)."""
-    base, token = azurite.blob_sas(container, blob, permissions="r", snapshot=snapshot).split(
-        "?", 1
-    )
-    return f"{base}?snapshot={quote(snapshot, safe='')}&{token}"
 
 
 def read_acks(path: Path) -> list[tuple[int, float]]:
@@ -295,8 +286,8 @@ class Experiment:
         restored = run_module(
             "snapshot_restore",
             {
-                "snapshot_uri": snapshot_sas(
-                    self.azurite, self.container, self.source_blob, snapshot.snapshot
+                "snapshot_uri": self.azurite.blob_sas(
+                    self.container, self.source_blob, permissions="r", snapshot=snapshot.snapshot
                 ),
                 "destination_uri": self.azurite.blob_sas(self.container, target, permissions="rcw"),
                 "timeout": RESTORE_TIMEOUT,

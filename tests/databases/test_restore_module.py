@@ -14,7 +14,6 @@ from urllib.parse import unquote
 
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
-from db_proof import snapshot_sas
 
 from harness.modules import run_module, run_playbook
 
@@ -54,7 +53,7 @@ def content(azurite, container: str, name: str) -> bytes:
 def test_restore_into_a_new_blob_then_again_changes_nothing(azurite, disk):
     container, snapshot = disk
     args = {
-        "snapshot_uri": snapshot_sas(azurite, container, "data.vhd", snapshot),
+        "snapshot_uri": azurite.blob_sas(container, "data.vhd", permissions="r", snapshot=snapshot),
         "destination_uri": azurite.blob_sas(container, "restored.vhd", permissions="rcw"),
     }
     uris = list(args.values())
@@ -87,11 +86,29 @@ def test_restore_into_a_new_blob_then_again_changes_nothing(azurite, disk):
         assert_no_signature(json.dumps(result), uris)
 
 
+def test_a_snapshot_sas_token_with_the_snapshot_option_reads_the_snapshot(azurite, disk):
+    """The SDKs sign a snapshot SAS as a token; the URI of the base blob with that token and the
+    snapshot option is enough."""
+    container, snapshot = disk
+    uri = azurite.blob_sas(container, "data.vhd", permissions="r", snapshot=snapshot)
+    base, query = uri.split("?", 1)
+    token = "&".join(part for part in query.split("&") if not part.startswith("snapshot="))
+    args = {
+        "snapshot_uri": f"{base}?{token}",
+        "snapshot": snapshot,
+        "destination_uri": azurite.blob_sas(container, "from-token.vhd", permissions="rcw"),
+    }
+    done = run_module("snapshot_restore", args)
+    assert (done.get("rc"), done.get("action")) == (0, "create"), done
+    assert content(azurite, container, "from-token.vhd") == OLD
+    assert_no_signature(json.dumps(done), [args["snapshot_uri"], args["destination_uri"]])
+
+
 def test_an_existing_blob_is_replaced_only_with_overwrite(azurite, disk):
     container, snapshot = disk
     azurite.create_page_blob("other.vhd", SIZE, NEW, container=container)
     args = {
-        "snapshot_uri": snapshot_sas(azurite, container, "data.vhd", snapshot),
+        "snapshot_uri": azurite.blob_sas(container, "data.vhd", permissions="r", snapshot=snapshot),
         "destination_uri": azurite.blob_sas(container, "other.vhd"),
     }
     refused = run_module("snapshot_restore", args)
@@ -120,7 +137,9 @@ def test_restore_over_the_original_puts_the_disk_back_and_keeps_its_snapshots(az
     result = run_module(
         "snapshot_restore",
         {
-            "snapshot_uri": snapshot_sas(azurite, container, "data.vhd", snapshot),
+            "snapshot_uri": azurite.blob_sas(
+                container, "data.vhd", permissions="r", snapshot=snapshot
+            ),
             "destination_uri": azurite.blob_sas(container, "data.vhd"),
             "overwrite": True,
         },
@@ -145,10 +164,12 @@ def test_refusals_name_the_problem_change_nothing_and_show_no_signature(
 ):
     container, snapshot = disk
     azurite.create_block_blob(container, "block.bin", b"block")
-    source = snapshot_sas(azurite, container, "data.vhd", snapshot)
+    source = azurite.blob_sas(container, "data.vhd", permissions="r", snapshot=snapshot)
     destination = azurite.blob_sas(container, "restored.vhd", permissions="rcw")
     if case == "no such snapshot":
-        source = snapshot_sas(azurite, container, "data.vhd", "2020-01-01T00:00:00.0000000Z")
+        source = azurite.blob_sas(
+            container, "data.vhd", permissions="r", snapshot="2020-01-01T00:00:00.0000000Z"
+        )
     elif case == "bad source signature":
         source = re.sub(r"sig=(.)", lambda m: "sig=" + ("B" if m.group(1) != "B" else "C"), source)
     elif case == "bad destination signature":
@@ -177,7 +198,9 @@ def test_the_restore_playbook_restores_every_disk_once(azurite, disk):
     logs_snapshot = azurite.service.get_blob_client(container, "logs.vhd").create_snapshot()
     disks = [
         {
-            "snapshot_uri": snapshot_sas(azurite, container, "data.vhd", snapshot),
+            "snapshot_uri": azurite.blob_sas(
+                container, "data.vhd", permissions="r", snapshot=snapshot
+            ),
             "destination_uri": azurite.blob_sas(container, "vm2-data.vhd", permissions="rcw"),
         },
         {

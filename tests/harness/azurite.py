@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Optional
+from urllib.parse import quote
 
 import pytest
 from azure.core.exceptions import ResourceExistsError
@@ -206,7 +207,8 @@ class Azurite:
         bad_signature: bool = False,
         snapshot: Optional[str] = None,
     ) -> str:
-        """A blob SAS URI. Expired: a past `expiry`; not yet valid: a future `start`."""
+        """A blob SAS URI. Expired: a past `expiry`; not yet valid: a future `start`. With
+        `snapshot`, a snapshot SAS (sr=bs) whose URI names that snapshot: it reads only it."""
         token = generate_blob_sas(
             ACCOUNT,
             container,
@@ -219,6 +221,8 @@ class Azurite:
         )
         if bad_signature:
             token = _spoil_signature(token)
+        if snapshot:
+            token = f"snapshot={quote(snapshot, safe='')}&{token}"
         return f"{self.url}/{container}/{blob}?{token}"
 
     def container_sas(
