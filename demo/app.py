@@ -1,9 +1,11 @@
 """The demo's application: appends numbered records to a ledger on each filesystem, forever.
 
 It honours a quiesce protocol through files in its control directory, as a database would
-through its own commands: when `quiesce` appears it flushes both ledgers to disk, writes the
-last record number to `quiesced` and waits until `quiesce` is gone. `count` always holds the
-number of records written so far; `events.log` says when and how long it was held.
+through its own commands: when `quiesce` appears it flushes both ledgers to disk (fsync), writes
+the last record number to `quiesced` and waits until `quiesce` is gone. `count` always holds the
+number of records written so far. Each hold adds one line to `events.log` (flushed to disk):
+``held at record N for T ms``; N is the last record written before the hold, so when the
+application said it was quiesced, both ledgers held exactly records 1..N on disk.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ def main() -> None:
             with open(control / "events.log", "a", encoding="ascii") as events:
                 held_ms = (time.monotonic() - held) * 1000
                 events.write(f"held at record {number} for {held_ms:.0f} ms\n")
+                events.flush()
+                os.fsync(events.fileno())
         number += 1
         for ledger in ledgers:
             ledger.write(f"record {number:08d} {time.time():.6f}\n")
