@@ -10,11 +10,10 @@ disk held, and a freeze of the filesystem on the disk makes that a file-system-c
 
 Each disk has its own FUSE server process (this file's ``serve`` command; the SAS URI reaches it
 on stdin, never on a command line) and its own temp directory, and is recorded in
-``<loopfs state dir>/blobdisk/`` before every step, so that a killed run leaves a record of what
-it made. ``teardown()`` thaws and unmounts the filesystem, detaches the loop device, unmounts the
-FUSE filesystem and ends the server by its PID (checked against its start time); it runs from
-the pytest finalizers, at exit and on SIGTERM/SIGHUP. ``cleanup`` removes the leftovers of dead
-owners.
+``<loopfs state dir>/blobdisk/`` (``records.py`` keeps the records). ``teardown()`` thaws and
+unmounts the filesystem, detaches the loop device, unmounts the FUSE filesystem and ends the
+server by its PID (checked against its start time); it runs from the pytest finalizers, at exit
+and on SIGTERM/SIGHUP. ``cleanup`` removes the leftovers of dead owners.
 
 CLI (root)::
 
@@ -29,8 +28,6 @@ pytest fixture: ``blob_disk_factory``.
 
 from __future__ import annotations
 
-import argparse
-import atexit
 import contextlib
 import errno
 import http.client
@@ -41,24 +38,16 @@ import signal
 import stat
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import uuid
 from typing import Callable, Iterator, Optional
 from urllib.parse import urlsplit
 
 if __package__ in (None, ""):  # run as a script: import the harness the way the tests do
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from harness.loopfs import (
-    MKFS,
-    _process_start,
-    _run,
-    loops_backed_by,
-    mounted_source,
-    state_dir,
-)
+from harness.loopfs import MKFS, loops_backed_by, mounted_source, state_dir
+from harness.records import Record, Registry, process_start, run, same_process
 
 try:
     import pytest
@@ -71,10 +60,6 @@ X_MS_VERSION = "2021-12-02"
 HTTP_TIMEOUT = 30.0
 READY_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
-
-_live: dict[str, BlobDisk] = {}  # made by this process and not yet torn down
-_live_lock = threading.Lock()
-_hooks_pid: Optional[int] = None
 
 
 # --- the FUSE server ---------------------------------------------------------------------------
@@ -220,21 +205,32 @@ def _fuse_mounted(mountpoint: str) -> bool:
     return False
 
 
-class BlobDisk:
+class BlobDisk(Record):
     """A page blob attached as a loop device (and optionally a filesystem on it)."""
 
-    def __init__(self, record: dict, state_file: str) -> None:
-        self.blob_url: str = record["blob_url"]
-        self.base_dir: str = record["base_dir"]
-        self.fuse_mount: str = record["fuse_mount"]
-        self.mount_point: str = record["mount_point"]
-        self.fstype: Optional[str] = record.get("fstype")
-        self.device: Optional[str] = record.get("device")
-        self.server_pid: Optional[int] = record.get("server_pid")
-        self.server_start: Optional[str] = record.get("server_start")
-        self.owner_pid: Optional[int] = record.get("owner_pid")
-        self.owner_start: Optional[str] = record.get("owner_start")
-        self.state_file = state_file
+    fields = (
+        "blob_url",
+        "base_dir",
+        "fuse_mount",
+        "mount_point",
+        "fstype",
+        "device",
+        "server_pid",
+        "server_start",
+    )
+    noun = "blob disk"
+    registry = Registry(records_dir)
+    blob_url: str
+    base_dir: str
+    fuse_mount: str
+    mount_point: str
+    fstype: Optional[str]
+    device: Optional[str]
+    server_pid: Optional[int]
+    server_start: Optional[str]
+
+    def __str__(self) -> str:
+        return f"{self.device} {self.blob_url}"
 
     @property
     def backing_file(self) -> str:
@@ -244,32 +240,8 @@ class BlobDisk:
     def log_file(self) -> str:
         return os.path.join(self.base_dir, "server.log")
 
-    def as_dict(self) -> dict:
-        return {
-            "blob_url": self.blob_url,
-            "base_dir": self.base_dir,
-            "fuse_mount": self.fuse_mount,
-            "mount_point": self.mount_point,
-            "fstype": self.fstype,
-            "device": self.device,
-            "server_pid": self.server_pid,
-            "server_start": self.server_start,
-            "owner_pid": self.owner_pid,
-            "owner_start": self.owner_start,
-            "state_file": self.state_file,
-        }
-
-    def _save(self) -> None:
-        temporary = f"{self.state_file}.tmp"
-        with open(temporary, "w") as handle:
-            json.dump(self.as_dict(), handle, indent=2)
-        os.replace(temporary, self.state_file)
-
-    def owner_alive(self) -> bool:
-        return self.owner_pid is not None and _process_start(self.owner_pid) == self.owner_start
-
     def server_alive(self) -> bool:
-        return self.server_pid is not None and _process_start(self.server_pid) == self.server_start
+        return same_process(self.server_pid, self.server_start)
 
     def is_mounted(self) -> bool:
         """The filesystem on this disk's loop device is mounted at ``mount_point``."""
@@ -277,35 +249,32 @@ class BlobDisk:
         return source is not None and source in loops_backed_by(self.backing_file)
 
     def mount(self) -> None:
-        _run(["mount", self.device, self.mount_point])
+        run(["mount", self.device, self.mount_point])
 
     def unmount(self) -> None:
         """Thaw (a test may have frozen it) and unmount; lazily as a last resort."""
         if not self.is_mounted():
             return
-        _run(["fsfreeze", "-u", self.mount_point], check=False)  # "not frozen" is fine
+        run(["fsfreeze", "-u", self.mount_point], check=False)  # "not frozen" is fine
         for _attempt in range(25):
-            if _run(["umount", self.mount_point], check=False).returncode == 0:
+            if run(["umount", self.mount_point], check=False).returncode == 0:
                 return
             time.sleep(0.2)  # a process that used the filesystem is still leaving
-        _run(["umount", "--lazy", self.mount_point])
+        run(["umount", "--lazy", self.mount_point])
 
     def teardown(self) -> None:
         """Unmount, detach, unmount FUSE, end the server; safe twice and after a partial set-up."""
         self.unmount()
         for device in loops_backed_by(self.backing_file):
-            _run(["losetup", "--detach", device], check=False)
+            run(["losetup", "--detach", device], check=False)
         if _fuse_mounted(self.fuse_mount):
-            busy = _run(["umount", self.fuse_mount], check=False).returncode != 0
+            busy = run(["umount", self.fuse_mount], check=False).returncode != 0
             if busy:  # a loop device the kernel has not let go of yet
-                _run(["umount", "--lazy", self.fuse_mount])
+                run(["umount", "--lazy", self.fuse_mount])
         self._end_server()
         if not self.is_mounted() and not _fuse_mounted(self.fuse_mount):
             shutil.rmtree(self.base_dir, ignore_errors=True)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.state_file)
-        with _live_lock:
-            _live.pop(self.state_file, None)
+        self.forget()
 
     def _end_server(self) -> None:
         """The server leaves by itself once unmounted; else SIGTERM, then SIGKILL, by PID."""
@@ -322,40 +291,6 @@ class BlobDisk:
                 return
 
 
-def _teardown_all() -> None:
-    if os.getpid() != _hooks_pid:  # a forked child must not clean up
-        return
-    with _live_lock:
-        disks = list(_live.values())
-    for disk in disks:
-        with contextlib.suppress(Exception):
-            disk.teardown()
-
-
-_previous_handlers: dict[int, object] = {}
-
-
-def _on_signal(signum: int, frame: object) -> None:
-    _teardown_all()
-    previous = _previous_handlers.pop(signum, None) or signal.SIG_DFL
-    signal.signal(signum, previous)
-    if callable(previous):
-        previous(signum, frame)
-    else:
-        os.kill(os.getpid(), signum)
-
-
-def _install_hooks() -> None:
-    global _hooks_pid
-    if _hooks_pid == os.getpid():
-        return
-    _hooks_pid = os.getpid()
-    atexit.register(_teardown_all)
-    if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGTERM, signal.SIGHUP):
-            _previous_handlers[signum] = signal.signal(signum, _on_signal)
-
-
 def _start_server(disk: BlobDisk, sas: str) -> None:
     with open(disk.log_file, "wb") as log:
         process = subprocess.Popen(
@@ -365,8 +300,8 @@ def _start_server(disk: BlobDisk, sas: str) -> None:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # not in the test's process group: it must outlive signals
         )
-    disk.server_pid, disk.server_start = process.pid, _process_start(process.pid)
-    disk._save()
+    disk.server_pid, disk.server_start = process.pid, process_start(process.pid)
+    disk.save()
     process.stdin.write(json.dumps({"sas": sas}).encode())
     process.stdin.close()
     deadline = time.monotonic() + READY_TIMEOUT
@@ -391,8 +326,7 @@ def attach_blob_disk(
     """
     if mkfs is not None and mkfs not in MKFS:
         raise ValueError(f"mkfs must be one of {', '.join(MKFS)}, not {mkfs!r}")
-    os.makedirs(records_dir(), mode=0o700, exist_ok=True)
-    directory = tempfile.mkdtemp(prefix="appconsistent-blobdisk-", dir=base_dir)
+    directory = BlobDisk.registry.new_directory("appconsistent-blobdisk-", base_dir)
     os.chmod(directory, 0o755)  # a database's own user must reach the mount point
     record = {
         "blob_url": sas.split("?", 1)[0],
@@ -400,51 +334,22 @@ def attach_blob_disk(
         "fuse_mount": os.path.join(directory, "blob"),
         "mount_point": os.path.join(directory, "mnt"),
         "fstype": mkfs,
-        "owner_pid": os.getpid() if owned else None,
-        "owner_start": _process_start(os.getpid()) if owned else None,
     }
-    name = f"{os.path.basename(directory)}-{uuid.uuid4().hex[:8]}.json"
-    disk = BlobDisk(record, os.path.join(records_dir(), name))
-    if owned:
-        _install_hooks()
-        with _live_lock:
-            _live[disk.state_file] = disk
-    try:
-        disk._save()
+    with BlobDisk.registry.making(record, owned) as disk:
         os.mkdir(disk.fuse_mount, 0o700)
         os.mkdir(disk.mount_point)
         _start_server(disk, sas)
-        disk.device = _run(["losetup", "--find", "--show", disk.backing_file]).stdout.strip()
-        disk._save()
+        disk.device = run(["losetup", "--find", "--show", disk.backing_file]).stdout.strip()
+        disk.save()
         if mkfs:
-            _run([*MKFS[mkfs], disk.device])
+            run([*MKFS[mkfs], disk.device])
         if mount:
             disk.mount()
-    except BaseException:
-        disk.teardown()
-        raise
     return disk
 
 
-def load_records() -> list[BlobDisk]:
-    disks = []
-    with contextlib.suppress(FileNotFoundError):
-        for name in sorted(os.listdir(records_dir())):
-            if name.endswith(".json"):
-                path = os.path.join(records_dir(), name)
-                with open(path) as handle:
-                    disks.append(BlobDisk(json.load(handle), path))
-    return disks
-
-
-def cleanup(everything: bool = False) -> list[BlobDisk]:
-    """Tear down recorded disks whose owner is gone (all of them with ``everything``)."""
-    removed = []
-    for disk in load_records():
-        if everything or not disk.owner_alive():
-            disk.teardown()
-            removed.append(disk)
-    return removed
+load_records = BlobDisk.registry.load
+cleanup = BlobDisk.registry.cleanup
 
 
 if pytest is not None:
@@ -452,68 +357,36 @@ if pytest is not None:
     @pytest.fixture
     def blob_disk_factory() -> Iterator[Callable[..., BlobDisk]]:
         """Call like ``attach_blob_disk``; every disk is torn down at the end, newest first."""
-        made: list[BlobDisk] = []
-
-        def factory(sas: str, **options) -> BlobDisk:
-            made.append(attach_blob_disk(sas, **options))
-            return made[-1]
-
-        yield factory
-        failures = []
-        for disk in reversed(made):
-            try:
-                disk.teardown()
-            except Exception as exc:  # tear the others down before reporting
-                failures.append(exc)
-        if failures:
-            raise failures[0]
+        yield from BlobDisk.registry.factory(attach_blob_disk)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    up = commands.add_parser("up", help="attach a page blob as a loop device and record it")
+    registry = BlobDisk.registry
+    parser, commands, up = registry.command_line(
+        __doc__.split("\n", 1)[0], "attach a page blob as a loop device and record it"
+    )
     up.add_argument("--sas-file", required=True, help="file holding the SAS URI, - for stdin")
     up.add_argument("--mkfs", choices=sorted(MKFS))
     up.add_argument("--mount", action="store_true", help="mount the filesystem at mount_point")
-    up.add_argument("--base-dir")
-    up.add_argument("--json", help="also write the record to this file")
-    down = commands.add_parser("down", help="tear down the disk that up recorded")
-    down.add_argument("--json", required=True, help="the file up wrote")
-    clean = commands.add_parser("cleanup", help="tear down recorded leftovers of dead owners")
-    clean.add_argument("--all", action="store_true", help="also those whose owner is alive")
     server = commands.add_parser("serve", help="(internal) the FUSE server; SAS JSON on stdin")
     server.add_argument("--mountpoint", required=True)
     args = parser.parse_args(argv)
 
     if args.command == "serve":
         serve(json.load(sys.stdin)["sas"], args.mountpoint)
-    elif args.command == "up":
+        return 0
+
+    def up_disk() -> BlobDisk:
         if args.sas_file == "-":
             sas = sys.stdin.read().strip()
         else:
             with open(args.sas_file) as handle:
                 sas = handle.read().strip()
-        disk = attach_blob_disk(
+        return attach_blob_disk(
             sas, mkfs=args.mkfs, mount=args.mount, base_dir=args.base_dir, owned=False
         )
-        text = json.dumps(disk.as_dict(), indent=2)
-        if args.json:
-            with open(args.json, "w") as handle:
-                handle.write(text + "\n")
-        print(text)
-    elif args.command == "down":
-        with open(args.json) as handle:
-            state_file = json.load(handle)["state_file"]
-        # Only what the state directory still records is touched.
-        recorded = [disk for disk in load_records() if disk.state_file == state_file]
-        for disk in recorded:
-            disk.teardown()
-        print(f"removed {len(recorded)} blob disk(s)")
-    else:
-        for disk in cleanup(everything=args.all):
-            print(f"removed {disk.device} {disk.blob_url}")
-    return 0
+
+    return registry.run_command(args, up_disk)
 
 
 if __name__ == "__main__":
