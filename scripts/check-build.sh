@@ -21,7 +21,11 @@ fi
 # --force: the checkout itself is an installed copy on ANSIBLE_COLLECTIONS_PATH when run from test.sh.
 "$ROOT/.venv/bin/ansible-galaxy" collection install --force "$tarball" -p "$work/collections" >/dev/null 2>&1
 installed="$work/collections/ansible_collections/appconsistent/vmsnapshot"
-[ -f "$installed/plugins/modules/prepost_info.py" ] || { echo "modules missing after install" >&2; exit 1; }
+for shipped in plugins/modules/{prepost_info,snapshot,snapshot_restore}.py playbooks/restore.yml \
+  roles/configure_prepost/files/databases/{postgresql,mariadb}-{pre,post}.sh \
+  roles/configure_prepost/files/databases/hold-lock.py; do
+  [ -f "$installed/$shipped" ] || { echo "$shipped missing after install" >&2; exit 1; }
+done
 
 # Run a module of the installed copy: a config path that does not exist is the normal
 # "not configured" case (316), answered without a traceback.
@@ -34,4 +38,7 @@ grep -q '"status_code": 316' <<<"$out" || { echo "$out"; echo "prepost_info did 
 # And the snapshot module: a disk that is not a SAS URI is refused with code 11, not a traceback.
 out=$(adhoc -m appconsistent.vmsnapshot.snapshot -a "disks=not-a-uri state_dir=$work/state" --check)
 grep -q '"status_code": 11' <<<"$out" || { echo "$out"; echo "snapshot did not answer 11" >&2; exit 1; }
-echo "installed collection works: prepost_info answered 316, snapshot answered 11"
+# And the restore module: a snapshot_uri that is not a SAS URI, likewise.
+out=$(adhoc -m appconsistent.vmsnapshot.snapshot_restore -a "snapshot_uri=nope destination_uri=nope" --check)
+grep -q '"status_code": 11' <<<"$out" || { echo "$out"; echo "snapshot_restore did not answer 11" >&2; exit 1; }
+echo "installed collection works: prepost_info answered 316, snapshot and snapshot_restore 11"
