@@ -31,7 +31,7 @@ from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._status_d
     parse_status_document,
 )
 from harness.azurite import Azurite
-from harness.fleet import DATA_MOUNT, REGISTRY, Fleet, running_fleet
+from harness.fleet import DATA_MOUNT, REGISTRY, Fleet, is_process, running_fleet
 
 HOSTS = 5
 FAILING_PRE = "acvs-h02"  # its pre-script exits 3
@@ -198,15 +198,6 @@ def leftover_processes(fleet: Fleet, name: str) -> list[str]:
     return found
 
 
-def running(pid: int, start: int) -> bool:
-    """Is the recorded process still running (not gone, not a zombie, its PID not reused)?"""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return False
-    return fields[0] != "Z" and int(fields[19]) == start
-
-
 def assert_nothing_left(fleet: Fleet) -> None:
     """After down: no namespace, link, process, mount, loop device or file of this fleet."""
     prefix = f"acvs-{fleet.id}-"
@@ -216,7 +207,7 @@ def assert_nothing_left(fleet: Fleet) -> None:
     recorded = [(h.sshd_pid, h.sshd_start) for h in fleet.hosts]
     if fleet.azurite:
         recorded.append((fleet.azurite["pid"], fleet.azurite["start"]))
-    assert not [pid for pid, start in recorded if running(pid, start)]
+    assert not [pid for pid, start in recorded if is_process(pid, start)]
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         with contextlib.suppress(OSError):
             assert fleet.base_dir.encode() not in cmdline.read_bytes(), cmdline

@@ -337,7 +337,7 @@ def cleanup(state_paths: list[str] | None = None, *, force: bool = False) -> lis
             fleets = [
                 f
                 for f in fleets
-                if f.owner_pid is not None and not _is_process(f.owner_pid, f.owner_start)
+                if f.owner_pid is not None and not is_process(f.owner_pid, f.owner_start)
             ]
     for fleet in fleets:
         fleet.down()
@@ -508,7 +508,7 @@ def _start_azurite(fleet: Fleet, detached: bool) -> dict[str, Any]:
 def _stop_azurite(state: dict[str, Any]) -> None:
     from harness.azurite import Azurite
 
-    if _is_process(state["pid"], state["start"]):
+    if is_process(state["pid"], state["start"]):
         Azurite.from_state(state).stop()
         _reap()
 
@@ -537,7 +537,7 @@ def _thaw(h: FleetHost) -> None:
     if not h.loop_device or not Path(h.loop_device).exists():
         return
     ours = os.stat(h.loop_device).st_rdev
-    pids = [h.sshd_pid] if _is_process(h.sshd_pid, h.sshd_start) else []
+    pids = [h.sshd_pid] if is_process(h.sshd_pid, h.sshd_start) else []
     if _netns_exists(h.netns):
         pids += sorted(_netns_pids(h.netns))
     for pid in pids:
@@ -578,14 +578,14 @@ def _kill_namespace_processes(hosts: list[FleetHost]) -> None:
 
 def _end_processes(procs: list[tuple[int, int]]) -> None:
     """SIGKILL processes recorded by PID and start time, and wait until they are gone."""
-    live = [(pid, st) for pid, st in procs if _is_process(pid, st)]
+    live = [(pid, st) for pid, st in procs if is_process(pid, st)]
     for pid, _start in live:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
     while True:
         _reap()
-        live = [(pid, st) for pid, st in live if _is_process(pid, st)]
+        live = [(pid, st) for pid, st in live if is_process(pid, st)]
         if not live:
             return
         if time.monotonic() > deadline:
@@ -666,7 +666,7 @@ def _netns_exists(name: str) -> bool:
 def _netns_pids(name: str) -> set[int]:
     out = _run(["ip", "netns", "pids", name], check=False).stdout
     # Zombies are gone already; their parent (or init) reaps them.
-    return {pid for pid in map(int, out.split()) if _is_process(pid, _start_time(pid))}
+    return {pid for pid in map(int, out.split()) if is_process(pid, _start_time(pid))}
 
 
 def _link_exists(name: str) -> bool:
@@ -682,7 +682,7 @@ def _start_time(pid: int) -> int:
     return int(stat.rsplit(")", 1)[1].split()[19])
 
 
-def _is_process(pid: Optional[int], start: int) -> bool:
+def is_process(pid: Optional[int], start: int) -> bool:
     """Is `pid` still the process we recorded (not a zombie, not a reused PID)?"""
     if not pid or _start_time(pid) != start:
         return False

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from harness.azurite import Azurite
-from harness.fleet import REGISTRY, Fleet, running_fleet
+from harness.fleet import REGISTRY, Fleet, is_process, running_fleet
 
 TESTS = Path(__file__).resolve().parents[1]
 FLEET_PY = TESTS / "harness" / "fleet.py"
@@ -46,15 +46,6 @@ def data_mounts(mountinfo: str) -> set[str]:
     return {line.split()[2] for line in mountinfo.splitlines() if line.split()[4] == "/srv/data"}
 
 
-def running(pid: int, start: int) -> bool:
-    """Is the recorded process still running (not gone, not a zombie, its PID not reused)?"""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return False
-    return fields[0] != "Z" and int(fields[19]) == start
-
-
 def assert_gone(f: Fleet) -> None:
     """Nothing the fleet made is left: namespaces, links, processes, mounts, loop devices, files."""
     prefix = f"acvs-{f.id}-"
@@ -63,9 +54,9 @@ def assert_gone(f: Fleet) -> None:
     ).stdout
     assert prefix not in netns
     assert not list(Path("/sys/class/net").glob(f"{prefix}*"))
-    assert not any(running(h.sshd_pid, h.sshd_start) for h in f.hosts)
+    assert not any(is_process(h.sshd_pid, h.sshd_start) for h in f.hosts)
     if f.azurite:
-        assert not running(f.azurite["pid"], f.azurite["start"])
+        assert not is_process(f.azurite["pid"], f.azurite["start"])
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
             # ssh ControlPersist masters and sshd name our directory on their command line.
