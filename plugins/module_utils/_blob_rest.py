@@ -9,16 +9,26 @@ One `BlobEndpoint` per blob owns one persistent connection (use it from one thre
 filesystems are frozen (`create_snapshot`) needs no DNS lookup, and no import either: everything
 this file uses, also on its error paths, is imported here at load time.
 
-Time bounds: `timeout` bounds every socket operation. Every call also takes an optional
-`deadline`, a `time.monotonic()` value: each phase of the call (connect, send, response) waits at
-most `min(timeout, deadline - now)`, and the single reconnect is only tried while time is left,
-so a call with its retry ends by the deadline (a server that trickles bytes can stretch one phase
-by one socket timeout; the freeze guardian bounds the frozen window regardless).
+Time bounds: every call ends by one absolute deadline, a `time.monotonic()` value: the
+`deadline` given, or `timeout` seconds after the call starts. Connecting, the TLS handshake,
+sending (in pieces), the status line, every header line and every body read each wait at most
+`min(timeout, deadline - now)`, so a server that trickles one byte at a time cannot stretch the
+call past its deadline; the single reconnect is only tried while time is left. `abort()` shuts
+the socket down from another thread (for a caller that stops waiting).
+
+Size bounds: a status line or header line longer than 64 KiB, or more than 100 headers, is an
+invalid answer (http.client's own limits); a body is read up to `MAX_BODY_BYTES` (the rest is
+dropped with the connection), so an endless body cannot grow the process.
+
+Redaction: every text built from a server's answer goes through `_redact.scrub()`, which
+removes each registered secret (the SAS signatures) in any spelling the server may echo.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
+import io
 import re
 import select
 import socket
@@ -39,6 +49,11 @@ X_MS_VERSION = "2021-12-02"
 SNAPSHOT_COUNT_EXCEEDED = "The snapshot count against this blob has been exceeded"
 SNAPSHOT_RATE_EXCEEDED = "The rate of snapshot blob calls is exceeded"
 _MAX_ERROR_TEXT = 300
+# Storage error bodies are a few hundred bytes; nothing we call answers with more.
+MAX_BODY_BYTES = 64 * 1024
+_SEND_PIECE = 64 * 1024
+# An x-ms-snapshot value: the snapshot's time, e.g. 2026-11-23T11:38:39.1670000Z.
+_SNAPSHOT_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,7})?Z$")
 _XML_CODE = re.compile(r"<Code>\s*([^<]*?)\s*</Code>")
 _XML_MESSAGE = re.compile(r"<Message>\s*([^<\r\n]*)")
 # How a kept-alive connection that the server closed meanwhile fails when it is used again.
@@ -187,48 +202,115 @@ def _describe(exc: BaseException) -> str:
     return _short(f"{type(exc).__name__}: {exc}")
 
 
-def _connect_first(addresses: list, timeout: float) -> tuple:
+class _Clock:
+    """One exchange's absolute deadline; `left()` is what the next socket operation may wait."""
+
+    def __init__(self, deadline: float, timeout: float) -> None:
+        self.deadline = deadline
+        self.timeout = timeout
+
+    def left(self) -> float:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("the deadline passed")
+        return min(self.timeout, left)
+
+
+class _DeadlineReader(socket.SocketIO):
+    """A socket's receiving side where every read waits only for the time left."""
+
+    def __init__(self, sock: socket.socket, clock: _Clock) -> None:
+        super().__init__(sock, "rb")
+        self._clock = clock
+
+    def readinto(self, buffer) -> int:
+        self._sock.settimeout(self._clock.left())
+        return super().readinto(buffer)
+
+
+class _SocketView:
+    """What http.client.HTTPResponse reads from: the socket behind a deadline-bound reader."""
+
+    def __init__(self, sock: socket.socket, clock: _Clock) -> None:
+        self._sock = sock
+        self._clock = clock
+
+    def makefile(self, mode: str, *args, **kwargs) -> io.BufferedReader:
+        # As socket.makefile() does: the socket stays open until this reader is closed too,
+        # so a "Connection: close" answer can still be read after http.client closes it.
+        self._sock._io_refs += 1
+        return io.BufferedReader(_DeadlineReader(self._sock, self._clock))
+
+
+def _connect_first(addresses: list, clock: _Clock) -> tuple:
     """Connect to the first address that answers; return (socket, the address entry)."""
     error: OSError = OSError("no address to connect to")
     for address in addresses:
         # A getaddrinfo() entry: (family, type, proto, canonname, sockaddr).
         sock = socket.socket(*address[:3])
         try:
-            sock.settimeout(timeout)
+            sock.settimeout(clock.left())
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.connect(address[4])
             return sock, address
         except OSError as exc:
             sock.close()
             error = exc
+            if isinstance(exc, socket.timeout):
+                break
     raise error
 
 
-class _PlainConnection(http.client.HTTPConnection):
+class _BoundedSending:
+    """Sends in pieces, each waiting only for the time left; reads through `_SocketView`."""
+
+    clock: _Clock
+    sock: Optional[socket.socket]
+
+    def use(self, clock: _Clock) -> None:
+        self.clock = clock
+        self.response_class = lambda sock, *args, **kwargs: http.client.HTTPResponse(
+            _SocketView(sock, clock), *args, **kwargs
+        )
+
+    def send(self, data) -> None:
+        if self.sock is None:
+            raise http.client.NotConnected()
+        view = memoryview(data if isinstance(data, (bytes, bytearray)) else bytes(data))
+        for start in range(0, len(view), _SEND_PIECE):
+            self.sock.settimeout(self.clock.left())
+            self.sock.sendall(view[start : start + _SEND_PIECE])
+
+
+class _PlainConnection(_BoundedSending, http.client.HTTPConnection):
     """Connects to addresses resolved beforehand: a reconnect needs no DNS lookup."""
 
-    def __init__(self, host: str, port: int, addresses: list, timeout: float) -> None:
-        super().__init__(host, port, timeout=timeout)
+    def __init__(self, host: str, port: int, addresses: list, clock: _Clock) -> None:
+        super().__init__(host, port, timeout=clock.timeout)
         self.addresses = addresses
+        self.use(clock)
 
     def connect(self) -> None:
-        self.sock, address = _connect_first(self.addresses, self.timeout)
+        self.sock, address = _connect_first(self.addresses, self.clock)
         self.addresses = [address]
 
 
-class _TlsConnection(http.client.HTTPSConnection):
+class _TlsConnection(_BoundedSending, http.client.HTTPSConnection):
     """The TLS variant; the certificate is checked against the host name, not the address."""
 
     def __init__(
-        self, host: str, port: int, addresses: list, timeout: float, context: ssl.SSLContext
+        self, host: str, port: int, addresses: list, clock: _Clock, context: ssl.SSLContext
     ) -> None:
-        super().__init__(host, port, timeout=timeout, context=context)
+        super().__init__(host, port, timeout=clock.timeout, context=context)
         self.addresses = addresses
         self.tls = context
+        self.use(clock)
 
     def connect(self) -> None:
-        sock, address = _connect_first(self.addresses, self.timeout)
+        sock, address = _connect_first(self.addresses, self.clock)
         try:
+            # The whole handshake shares this one timeout (CPython's do_handshake deadline).
+            sock.settimeout(self.clock.left())
             self.sock = self.tls.wrap_socket(sock, server_hostname=self.host)
         except BaseException:
             sock.close()
@@ -280,7 +362,7 @@ class BlobEndpoint:
         if permissions and "r" not in permissions:
             # A snapshot-only SAS may not read properties: check that the endpoint answers.
             try:
-                self._connect(deadline)
+                self._connect(self._clock(deadline))
             except OSError as exc:
                 raise VmSnapshotError(
                     Status.error_http_failure,
@@ -337,8 +419,19 @@ class BlobEndpoint:
                 url, None, False, None, f"no response: {_describe(exc)}", Status.error_http_failure
             )
         if response.status in (200, 201):
-            snapshot = response.headers.get("x-ms-snapshot")
-            return SnapshotResult(url, snapshot, True, response.status, None, Status.success)
+            snapshot = response.headers.get("x-ms-snapshot", "").strip()
+            if _SNAPSHOT_TIME.match(snapshot):
+                return SnapshotResult(url, snapshot, True, response.status, None, Status.success)
+            # No evidence of a snapshot: a failed disk, as the reference counts a bad answer.
+            return SnapshotResult(
+                url,
+                None,
+                False,
+                response.status,
+                f"HTTP {response.status} without a valid x-ms-snapshot header: the service gave "
+                "no snapshot time, so no snapshot is counted (failed, code 15).",
+                Status.error_http_failure,
+            )
         status = failure_status(response.status, response.body.decode("utf-8", "replace"))
         return SnapshotResult(url, None, False, response.status, response.error_text(), status)
 
@@ -362,6 +455,15 @@ class BlobEndpoint:
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
+
+    def abort(self) -> None:
+        """Shut the connection down from another thread: a call blocked on it ends at once."""
+        conn = self._conn
+        sock = conn.sock if conn is not None else None
+        if sock is not None:
+            # The plain socket's shutdown, also under TLS: it wakes a blocked read.
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
     def _checked(
         self, method, extra_query, headers, body, deadline, doing: str, accept: tuple = ()
@@ -387,60 +489,80 @@ class BlobEndpoint:
             )
         return response
 
-    def _time_left(self, deadline: Optional[float]) -> float:
-        if deadline is None:
-            return self.timeout
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise socket.timeout("the deadline passed before the call")
-        return min(self.timeout, left)
+    def _clock(self, deadline: Optional[float]) -> _Clock:
+        """The call's absolute deadline: the one given, or `timeout` from now."""
+        return _Clock(
+            time.monotonic() + self.timeout if deadline is None else deadline, self.timeout
+        )
 
     def _call(self, method, extra_query, headers, body, deadline) -> _Response:
+        clock = self._clock(deadline)
         target = self.sas.request_target(extra_query)
         conn = self._conn
         fresh = conn is None or conn.sock is None or _closed_by_peer(conn.sock)
         if fresh:
-            self._connect(deadline)
+            self._connect(clock)
         try:
-            return self._exchange(method, target, headers, body, deadline)
+            return self._exchange(method, target, headers, body, clock)
         except _CLOSED_BY_SERVER:
             if fresh:
                 raise
         # The server closed the kept-alive connection as we sent: once more on a new one.
-        self._connect(deadline)
-        return self._exchange(method, target, headers, body, deadline)
+        self._connect(clock)
+        return self._exchange(method, target, headers, body, clock)
 
-    def _connect(self, deadline: Optional[float]) -> None:
+    def _connect(self, clock: _Clock) -> None:
         self.close()
-        timeout = self._time_left(deadline)
+        clock.left()
         sas = self.sas
         if self._addresses is None:
             self._addresses = socket.getaddrinfo(sas.host, sas.port, type=socket.SOCK_STREAM)
         if sas.scheme == "https":
             if self._ssl_context is None:
                 self._ssl_context = ssl.create_default_context()
-            conn = _TlsConnection(sas.host, sas.port, self._addresses, timeout, self._ssl_context)
+            conn = _TlsConnection(sas.host, sas.port, self._addresses, clock, self._ssl_context)
         else:
-            conn = _PlainConnection(sas.host, sas.port, self._addresses, timeout)
+            conn = _PlainConnection(sas.host, sas.port, self._addresses, clock)
+        self._conn = conn
         conn.connect()
         # From now on only the address that answered is tried.
         self._addresses = conn.addresses
-        self._conn = conn
 
-    def _exchange(self, method, target, headers, body, deadline) -> _Response:
+    def _exchange(self, method, target, headers, body, clock: _Clock) -> _Response:
         conn = self._conn
+        conn.use(clock)
         try:
-            conn.sock.settimeout(self._time_left(deadline))
             conn.request(method, target, body=body, headers=headers)
-            conn.sock.settimeout(self._time_left(deadline))
             response = conn.getresponse()
-            data = response.read()
         except BaseException:
             self.close()
             raise
+        data, complete = _read_body(response)
+        if not complete:
+            # The rest of the body is unread (too long, or the deadline came): never reuse.
+            self.close()
         return _Response(
             response.status,
             response.reason,
             {name.lower(): value for name, value in response.getheaders()},
             data,
         )
+
+
+def _read_body(response: http.client.HTTPResponse) -> tuple:
+    """Up to MAX_BODY_BYTES of the body, and whether it was read to its end.
+
+    A body cut by the deadline or the bound is kept as far as it came: the status line and the
+    headers are the answer; the body is only the text of an error.
+    """
+    data = bytearray()
+    try:
+        while len(data) <= MAX_BODY_BYTES:
+            piece = response.read1(MAX_BODY_BYTES + 1 - len(data))
+            if not piece:
+                response.close()  # done: the connection may carry the next request
+                return bytes(data), True
+            data += piece
+    except (OSError, http.client.HTTPException):
+        pass
+    return bytes(data[:MAX_BODY_BYTES]), False

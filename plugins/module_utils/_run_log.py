@@ -6,6 +6,9 @@
 
 While filesystems are frozen nothing may be written to disk, so `hold()` keeps new lines in
 memory only and `release()` writes them once the thaw is done.
+
+Every line is scrubbed of secrets by value (`_redact.scrub`) as it arrives, and again as it
+leaves (file and log blob), in case a secret was registered after the line was added.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import os
 import time
 
-from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._sas import redact
+from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._redact import scrub
 
 LOG_FILE_NAME = "extension.log"
 # extension.log is rotated once it passes this size, keeping one previous file.
@@ -41,7 +44,7 @@ class RunLog:
 
     def _add(self, level: str, message: str) -> None:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-        self.lines.append(f"{stamp}Z {level} [{os.getpid()}] {redact(message)}")
+        self.lines.append(f"{stamp}Z {level} [{os.getpid()}] {scrub(message)}")
         self._unwritten += 1
         if not self._held:
             self.flush()
@@ -64,7 +67,7 @@ class RunLog:
             self._rotate_if_large()
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
             with os.fdopen(fd, "a", encoding="utf-8") as handle:
-                handle.write("\n".join(pending) + "\n")
+                handle.write(scrub("\n".join(pending)) + "\n")
             self._unwritten = 0
         except OSError as exc:
             # A log that cannot be written must not fail the snapshot; the result says so.
@@ -78,4 +81,4 @@ class RunLog:
             pass
 
     def text(self) -> str:
-        return "\n".join(self.lines) + "\n"
+        return scrub("\n".join(self.lines)) + "\n"

@@ -27,6 +27,7 @@ from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils import (
     _interrupted_run,
     _mounts,
     _prepost,
+    _rcu_expedite,
     _settings,
     _status_document,
     _task_state,
@@ -49,6 +50,7 @@ from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._status_c
     VmSnapshotError,
     describe,
 )
+from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._thaw_timer import ThawTimer
 
 DEFAULT_LOG_DIR = "/var/log/azure/Microsoft.Azure.RecoveryServices.VMSnapshotLinux"
 DEFAULT_STATE_DIR = "/var/lib/waagent/Microsoft.Azure.RecoveryServices.VMSnapshotLinux"
@@ -58,6 +60,15 @@ DEFAULT_SNAPSHOT_TIMEOUT = 10.0
 STATUS_FILE_NAME = "last.status"
 # The part of max_freeze_seconds the snapshot calls may use; the rest is the freeze and thaw.
 SNAPSHOT_SHARE_OF_DEADLINE = 0.8
+# Renewing the connections after the pre-script may use this part of max_freeze_seconds, so
+# that renewal plus the frozen window hold the application no longer than max_freeze_seconds.
+REFRESH_SHARE_OF_DEADLINE = 0.2
+# A snapshot thread that has not returned this long after its deadline is given up on.
+JOIN_GRACE_SECONDS = 0.5
+# The status and log blobs written after the post-script share this many seconds (at most
+# snapshot_timeout): with JOIN_GRACE_SECONDS and about 1 s for the process itself, the margin
+# by which a run may pass max_freeze_seconds + the post-script's timeout, whatever the server.
+REPORT_SECONDS = 4.0
 EXTENSION_VERSION = "0.1.0"
 
 
@@ -76,6 +87,7 @@ class SnapshotRequest:
     max_freeze_seconds: int = DEFAULT_MAX_FREEZE_SECONDS
     snapshot_timeout: float = DEFAULT_SNAPSHOT_TIMEOUT
     crash_fallback_allowed: bool = False
+    expedite_freeze: bool = True
     vm_type: str | None = None
     log_dir: str = DEFAULT_LOG_DIR
     state_dir: str = DEFAULT_STATE_DIR
@@ -97,6 +109,8 @@ class SnapshotRun:
         self.snapshots: list[SnapshotResult] = []
         self.thaw_report = None
         self.scripts: dict[str, object] = {}
+        # How the freeze was done: expedited or why not, which thaw backstop was armed.
+        self.freeze_facts: dict[str, object] = {}
 
     def run(self) -> dict:
         request = self.request
@@ -248,10 +262,12 @@ class SnapshotRun:
         start = time.monotonic_ns()
         endpoints, outcomes = [], []
         timeout = min(self.request.snapshot_timeout, self.request.max_freeze_seconds / 2)
+        # One deadline for every disk: many slow disks cannot add up their timeouts.
+        deadline = time.monotonic() + timeout
         for sas in self.request.disks:
             endpoint = BlobEndpoint(sas, timeout=timeout)
             try:
-                endpoint.open()
+                endpoint.open(deadline=deadline)
                 endpoints.append(endpoint)
                 outcomes.append(None)
             except VmSnapshotError as exc:
@@ -303,10 +319,30 @@ class SnapshotRun:
 
         if app_quiesced:
             self._refresh(endpoints)
-        guardian = Guardian(mount_points, request.max_freeze_seconds)
+        rcu = _rcu_expedite.prepare(request.expedite_freeze)
+        # Armed before the freeze: a thaw that outlives the run's processes (systemd hosts).
+        timer = ThawTimer(
+            mount_points, request.max_freeze_seconds, rcu.earlier if rcu.fd >= 0 else None
+        )
+        timer.arm()
+        self.freeze_facts.update(
+            freeze_expedited=False,
+            freeze_expedite_note=rcu.reason,
+            thaw_backstop=timer.backstop,
+            thaw_backstop_note=timer.reason,
+        )
+        guardian = Guardian(
+            mount_points,
+            request.max_freeze_seconds,
+            rcu_fd=rcu.fd,
+            rcu_earlier=rcu.earlier,
+            marker=timer.marker,
+        )
         try:
             guardian.start()
         except VmSnapshotError as exc:
+            rcu.close()
+            timer.cancel()
             self.log.error(f"cannot prepare the freeze: {exc.message}")
             return self._after_freeze_failure(endpoints, exc.status, app_quiesced)
         self.log.info(f"freezing {', '.join(mount_points)}")
@@ -326,13 +362,22 @@ class SnapshotRun:
         finally:
             guardian.close()
             self.log.release()
+            rcu.close()
+            timer.cancel()
         report = self.thaw_report
         self.timings.update(
+            sync_ms=report.sync_ms,
             freeze_ms=report.freeze_ms,
             thaw_ms=report.thaw_ms,
             frozen_window_ms=report.frozen_window_ms,
         )
-        self.log.info(f"thawed after {report.frozen_window_ms} ms")
+        self.freeze_facts["freeze_expedited"] = report.expedited
+        self.log.info(
+            f"thawed after {report.frozen_window_ms} ms (expedited: {report.expedited}, "
+            f"backstop: {timer.backstop})"
+        )
+        for error in report.errors:
+            self.log.warning(error)
         if report.thaw_forced:
             self.log.error(f"the guardian forced the thaw ({report.forced_reason})")
             # Snapshots taken after the forced thaw may not be consistent: the reference calls
@@ -343,9 +388,13 @@ class SnapshotRun:
     def _refresh(self, endpoints: list[BlobEndpoint]) -> None:
         """Renew connections the service may have dropped while the pre-script ran, so the
         frozen window does not pay for a reconnect."""
+        request = self.request
+        deadline = time.monotonic() + min(
+            request.snapshot_timeout, request.max_freeze_seconds * REFRESH_SHARE_OF_DEADLINE
+        )
         for endpoint in endpoints:
             try:
-                endpoint.open()
+                endpoint.open(deadline=deadline)
             except VmSnapshotError as exc:
                 self.log.warning(
                     f"disk {endpoint.sas.blob_url} did not answer again: {exc.message}"
@@ -364,8 +413,18 @@ class SnapshotRun:
     def _snapshot_all(
         self, endpoints: list[BlobEndpoint], level: str, deadline: float | None = None
     ) -> None:
-        """One thread per disk, each call bounded by its timeout and by `deadline`."""
-        metadata = dict(self.request.backup_metadata)
+        """One thread per disk, every call ending by one deadline (`deadline`, else the share of
+        max_freeze_seconds or snapshot_timeout, whichever is shorter).
+
+        A thread still running shortly after the deadline is given up on: its socket is shut
+        down under it (a daemon thread, it cannot hold the process) and its disk fails.
+        """
+        request = self.request
+        if deadline is None:
+            deadline = time.monotonic() + min(
+                request.snapshot_timeout, request.max_freeze_seconds * SNAPSHOT_SHARE_OF_DEADLINE
+            )
+        metadata = dict(request.backup_metadata)
         metadata.update(appconsistentLevel=level, appconsistentHost=platform.node())
         results: list[SnapshotResult | None] = [None] * len(endpoints)
 
@@ -373,13 +432,25 @@ class SnapshotRun:
             results[index] = endpoints[index].create_snapshot(metadata, deadline=deadline)
 
         start = time.monotonic_ns()
-        threads = [threading.Thread(target=take, args=(i,)) for i in range(len(endpoints))]
+        threads = [
+            threading.Thread(target=take, args=(i,), daemon=True) for i in range(len(endpoints))
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:
-            thread.join()
+            thread.join(max(0.0, deadline - time.monotonic()) + JOIN_GRACE_SECONDS)
+        for index, thread in enumerate(threads):
+            if thread.is_alive() or results[index] is None:
+                endpoints[index].abort()
+                results[index] = SnapshotResult.failure(
+                    endpoints[index].sas.blob_url,
+                    VmSnapshotError(
+                        Status.error_http_failure,
+                        "no response: the snapshot call did not return by its deadline",
+                    ),
+                )
         self.timings["snapshot_ms"] = _ms(start, time.monotonic_ns())
-        self.snapshots = [result for result in results if result is not None]
+        self.snapshots = list(results)
 
     def _report(self, precheck, pre, post, snapshot_status, snapshots) -> dict:
         outcome = _consistency.final_outcome(
@@ -428,6 +499,8 @@ class SnapshotRun:
             "snapshots": [s.as_dict() for s in snapshots],
             "frozen_mounts": self.thaw_report.frozen_mounts if self.thaw_report else [],
             "thaw_forced": bool(self.thaw_report and self.thaw_report.thaw_forced),
+            "forced_reason": self.thaw_report.forced_reason if self.thaw_report else None,
+            **self.freeze_facts,
             "timings": self.timings,
             "scripts": self.scripts,
         }
@@ -479,9 +552,14 @@ class SnapshotRun:
             self._upload(self.request.logs_blob, self.log.text().encode(), "log", "text/plain")
 
     def _upload(self, sas: SasUri, data: bytes, what: str, content_type: str) -> None:
-        endpoint = BlobEndpoint(sas, timeout=self.request.snapshot_timeout)
+        """Write a report blob; the status and the log blob share one deadline."""
+        timeout = min(self.request.snapshot_timeout, REPORT_SECONDS)
+        deadline = getattr(self, "_report_deadline", None)
+        if deadline is None:
+            deadline = self._report_deadline = time.monotonic() + timeout
+        endpoint = BlobEndpoint(sas, timeout=timeout)
         try:
-            endpoint.put_block_blob(data, content_type)
+            endpoint.put_block_blob(data, content_type, deadline=deadline)
         except VmSnapshotError as exc:
             self.warnings.append(f"The {what} blob could not be written: {exc.message}")
         finally:

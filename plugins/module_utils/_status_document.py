@@ -6,7 +6,8 @@
 
 The blob variant (`build_status_document`) goes to the status blob; the local variant
 (`local_status_document`) nests the blob JSON in its substatus, as the guest agent expects.
-Every string in both passes through `redact()`, and the file is written atomically with 0600.
+Every string in both, and the JSON text written, pass through `_redact.scrub()` (each
+registered secret by value, in any spelling), and the file is written atomically with 0600.
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ from typing import Any, Dict, List, Mapping, Optional
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._atomic_file import (
     write_atomically,
 )
-from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._sas import redact
+from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._redact import (
+    scrub,
+    scrub_obj,
+)
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._status_codes import (
     Status,
     VmSnapshotError,
@@ -60,13 +64,7 @@ _STATUS_KEYS = (
 
 
 def _redacted(value: Any) -> Any:
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, list):
-        return [_redacted(item) for item in value]
-    if isinstance(value, dict):
-        return {key: _redacted(item) for key, item in value.items()}
-    return value
+    return scrub_obj(value)
 
 
 def build_status_document(
@@ -146,7 +144,7 @@ def dumps_status_document(document: list) -> str:
     """JSON text of a document; Microsoft's date format escapes its slashes (\\/Date(..)\\/)."""
     text = json.dumps(document, separators=(",", ":"))
     text = re.sub(r'"/Date\((\d+)\)/"', r'"\\/Date(\1)\\/"', text)
-    return redact(text)
+    return scrub(text)
 
 
 def local_status_document(blob_document: list, *, vm_type: Optional[str] = None) -> list:

@@ -169,6 +169,7 @@ from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._prepost 
     DEFAULT_HOST_CONFIG_PATH,
     precheck,
 )
+from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._redact import guard_module
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._status_codes import (
     describe,
     result_fields,
@@ -183,6 +184,7 @@ def main() -> None:
         ),
         supports_check_mode=True,
     )
+    guard_module(module)  # everything it prints is scrubbed of secrets, in any spelling
     with precheck(module.params["config_path"], module.params["host_config_path"]) as check:
         plugins = [plugin.as_dict() for plugin in check.plugins]
     for warning in check.warnings:

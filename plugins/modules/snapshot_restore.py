@@ -148,6 +148,7 @@ duration_ms:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._redact import guard_module
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._restore import (
     request_from_params,
     restore,
@@ -171,6 +172,7 @@ def main() -> None:
         ),
         supports_check_mode=True,
     )
+    guard_module(module)  # everything it prints is scrubbed of secrets, in any spelling
     try:
         request = request_from_params(module.params)
         result = restore(request, check_mode=module.check_mode)

@@ -77,9 +77,9 @@ FAULTS = [
     # The service takes the snapshot after the module gave up: only the run's word is checked.
     Fault("slow responses beyond the deadline", on_snapshot(delay=DEADLINE + 1), 76, None),
     Fault(
-        "answer trickled past the deadline: the guardian thaws",
+        "answer trickled past the deadline: the call ends at its deadline",
         on_snapshot(action="trickle", delay=0.02, **INTERNAL_ERROR),
-        2,
+        76,
         (0,),
     ),
     Fault("HTTP 500", on_snapshot(**INTERNAL_ERROR), 76, (0,)),

@@ -13,6 +13,13 @@ fail one disk of several. What a matching rule does:
   ``delay`` seconds;
 * ``action="refuse"``: reset this connection and stop listening: every new connection is
   refused from then on (a service that went away mid-run);
+* ``action="trickle_head"``: send the status line and headers themselves one byte every
+  ``delay`` seconds (the answer never gets past its headers in time);
+* ``action="endless"``: answer ``status`` (201 by default, with ``headers``) and then a body
+  that never ends, as fast as the client reads it (no Content-Length, no chunking);
+* ``action="echo"``: answer ``status`` (403 by default) with the request echoed in the body,
+  the headers and the reason phrase in every spelling of ``echo_spellings()`` (a server that
+  repeats the signature back);
 * otherwise forward (after the delay).
 
 ``times`` limits a rule to its first N matches. ``refuse()`` stops listening at once. The proxy
@@ -21,8 +28,11 @@ listens on 127.0.0.1 by default; a fleet's bridge address works too.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import html
 import http.client
+import json
 import socket
 import struct
 import threading
@@ -30,8 +40,18 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Optional
+from urllib.parse import parse_qsl, quote
 
-ACTIONS = ("forward", "reset", "blackhole", "trickle", "refuse")
+ACTIONS = (
+    "forward",
+    "reset",
+    "blackhole",
+    "trickle",
+    "refuse",
+    "trickle_head",
+    "endless",
+    "echo",
+)
 # How long a black-holed request is held at most (the proxy's close() releases it earlier).
 BLACKHOLE_SECONDS = 120.0
 
@@ -110,6 +130,35 @@ INTERNAL_ERROR = storage_error(
 )
 
 
+def echo_spellings(target: str) -> dict[str, str]:
+    """A request target (with its SAS) as a careless server might repeat it, by spelling."""
+    query = target.split("?", 1)[1] if "?" in target else ""
+    sig = next((value for name, value in parse_qsl(query) if name.lower() == "sig"), "")
+    once = quote(target, safe="")
+    return {
+        "raw": target,
+        "percent-encoded once": once,
+        "percent-encoded twice": quote(once, safe=""),
+        "lower-case percent": "".join(
+            part.lower() if index else part for index, part in enumerate(once.split("%"))
+        ),
+        "JSON-escaped": json.dumps(target).replace("=", "\\u003d").replace("/", "\\/"),
+        "HTML decimal": target.replace("=", "&#61;")
+        .replace("&", "&amp;")
+        .replace("&amp;#61;", "&#61;"),
+        "HTML hex": target.replace("=", "&#x3D;"),
+        "HTML escaped": html.escape(target),
+        "sig colon": f"sig: {sig}",
+        "sig spaced": f"sig = {sig}",
+        "bare value": sig,
+        "value percent-encoded": quote(sig, safe=""),
+        "value twice-encoded": quote(quote(sig, safe=""), safe=""),
+        "base64 of the request": base64.b64encode(f"PUT {target} HTTP/1.1".encode()).decode(),
+        "base64 of the value, shifted": base64.b64encode(f"xy{sig}".encode()).decode(),
+        "value cut short": sig[: max(12, len(sig) // 2)],
+    }
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
@@ -123,6 +172,7 @@ class FaultProxy:
         self.rules: list[Rule] = []
         self.seen: list[tuple[str, str, float]] = []
         self.snapshot_seen = threading.Event()
+        self.endless_bytes = 0
         self._released = threading.Event()
         self._refused = False
         proxy = self
@@ -151,6 +201,15 @@ class FaultProxy:
                 if action == "blackhole":
                     proxy._released.wait(BLACKHOLE_SECONDS)
                     self.close_connection = True
+                    return
+                if action == "trickle_head":
+                    self._trickle_head(rule.status or 201, rule.headers, rule.delay or 0.5)
+                    return
+                if action == "endless":
+                    self._endless(rule.status or 201, rule.headers)
+                    return
+                if action == "echo":
+                    self._echo(rule.status or 403, rule.headers)
                     return
                 if rule and rule.status is not None:
                     status, headers, data = rule.status, rule.headers, rule.body
@@ -186,6 +245,55 @@ class FaultProxy:
                         return
                     self.wfile.write(body[index : index + 1])
                     self.wfile.flush()
+
+            def _trickle_head(self, status: int, headers: dict, pause: float) -> None:
+                head = f"HTTP/1.1 {status} Created\r\n" + "".join(
+                    f"{key}: {value}\r\n" for key, value in headers.items()
+                )
+                self.close_connection = True
+                with contextlib.suppress(OSError):
+                    for byte in (head + "Content-Length: 0\r\n\r\n").encode():
+                        if proxy._released.wait(pause):
+                            return
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+
+            def _endless(self, status: int, headers: dict) -> None:
+                self.close_connection = True
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Connection", "close")
+                self.end_headers()
+                if self.command == "HEAD":
+                    return
+                chunk = b"<x>" + b"A" * 65536 + b"</x>"
+                with contextlib.suppress(OSError):
+                    while not proxy._released.is_set():
+                        self.wfile.write(chunk)
+                        proxy.endless_bytes += len(chunk)
+
+            def _echo(self, status: int, headers: dict) -> None:
+                spellings = echo_spellings(self.path)
+                request_line = f"{self.command} {self.path} {self.request_version}"
+                echoed = "\n".join(f"{name}: {text}" for name, text in spellings.items())
+                echoed += "\n" + request_line + "\n" + str(self.headers)
+                body = (
+                    '<?xml version="1.0" encoding="utf-8"?><Error><Code>AuthenticationFailed'
+                    f"</Code><Message>{html.escape(echoed)}</Message>"
+                    f"<Raw>{echoed}</Raw></Error>"
+                ).encode()
+                reason = spellings["percent-encoded once"][:2000]
+                self.send_response(status, reason)
+                self.send_header("x-ms-error-code", spellings["bare value"] or "Echo")
+                for index, text in enumerate(spellings.values()):
+                    self.send_header(f"x-echo-{index}", text.replace("\n", " ")[:4000])
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
 
             do_GET = do_PUT = do_HEAD = do_POST = do_DELETE = _handle
 
