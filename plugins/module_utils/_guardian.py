@@ -13,24 +13,39 @@ Who does what, and why:
 * It waits in ``poll()`` on a pipe from the module, with the time left as the timeout. EOF (the
   module died, even by SIGKILL) or the deadline thaws at once. It runs in its own session and
   ignores SIGINT, SIGTERM, SIGHUP and SIGPIPE, so Ctrl-C, a signal to the module's process group
-  or a dropped ssh session cannot take it down. It imports nothing and writes only to its pipe.
-* The module holds its own fds of the same mount points, and a thread waits on the guardian's
-  pipe while frozen: if the guardian dies, the module reaps it and thaws what it had frozen (and
-  a freeze that was in flight), at once. The report then says ``forced_reason="guardian died"``.
-* Each of the two thaws when the other dies, but not when both die at once (``kill -9`` of both,
-  milliseconds apart). So the guardian forks a deputy first, in its session, that follows its
-  events on a pipe and a pipe from the module: when both end without saying everything was
-  thawed (``Q`` from the guardian, ``D`` from the module), the deputy thaws what is still
-  frozen. Killing all three at once (a whole cgroup) still leaves a freeze behind: the kernel
-  never thaws by itself.
+  or a dropped ssh session cannot take it down. It imports nothing and writes only to its pipe
+  (and, when asked, to ``/sys/kernel/rcu_expedited``, which is no disk).
+* The deadline counts from the first FIFREEZE call (the ioctl's own time is inside it), and every
+  process enforces it on its own, whatever the others do (killed or stopped with SIGSTOP):
+  the guardian thaws at the deadline; the module's watcher thread, if the guardian has not said
+  it thawed ``MODULE_GRACE_SECONDS`` later (or ``THAW_REPLY_SECONDS`` after a thaw request),
+  kills and reaps the guardian and thaws through its own fds; the deputy (below) does the same
+  ``DEPUTY_GRACE_SECONDS`` after the deadline. Killing the guardian before thawing matters: a
+  FIFREEZE still running in the kernel finishes before the guardian is gone, so the one FITHAW
+  that follows cannot be lost to a freeze that had not completed yet (a FITHAW during a freeze's
+  first phase answers EINVAL and would leave the freeze in place).
+* Each thaw that is not the guardian's answer to the module's request is reported as forced
+  (``forced_reason``), and so is a window longer than the deadline, however it ended.
+* The deputy, forked by the guardian in its session, follows the guardian's events on a pipe and
+  a pipe from the module: when both end without saying everything was thawed (``Q`` from the
+  guardian, ``D`` from the module), or at its own deadline, it thaws what is still frozen.
+  Killing all three at once (a whole cgroup) leaves only what lives outside the run's processes:
+  the systemd timer of ``_thaw_timer`` where the host runs systemd.
+* With ``expedite`` the guardian writes 1 to ``/sys/kernel/rcu_expedited`` right before the first
+  FIFREEZE and restores the earlier value as soon as the last FIFREEZE returns (the module, the
+  deputy and the timer restore it if the guardian dies in between). It restores only while the
+  value is still the 1 it wrote: any other value means another program changed it meanwhile,
+  and that program's value is left alone.
 
 The kernel refuses a second FIFREEZE of a frozen filesystem (EBUSY), so our freezes never nest
-and one FITHAW undoes each. Between freeze and thaw nothing here imports or writes to disk.
+and one FITHAW undoes each. A FITHAW of a filesystem that is not frozen is a harmless EINVAL.
+Between freeze and thaw nothing here imports or writes to disk.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
 import os
@@ -49,12 +64,19 @@ from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._status_c
 FIFREEZE = 0xC0045877
 FITHAW = 0xC0045878
 
-# How long the module waits for an answer from the guardian (beyond the freeze deadline while
-# freezing) before it kills the guardian and thaws by itself.
-GUARDIAN_REPLY_SECONDS = 5.0
+# After the deadline, how long the module waits for the guardian's thaw before it takes over,
+# and the deputy after it (later, so that the module, which reports, thaws first).
+MODULE_GRACE_SECONDS = 0.1
+DEPUTY_GRACE_SECONDS = 0.3
+# How long the module waits for the guardian to answer a thaw request (at most until the
+# deadline's grace ends) before it stops the guardian and thaws by itself.
+THAW_REPLY_SECONDS = 0.5
+# The watcher thread's tick: how often it looks at the time while no line arrives.
+_TICK_MS = 20
 
 _GUARDIAN_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE)
 _NS_PER_MS = 1_000_000
+_NS_PER_S = 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -63,12 +85,16 @@ class ThawReport:
 
     frozen_mounts: list[str]
     thaw_forced: bool
-    forced_reason: Optional[str]  # "deadline", "parent died", "guardian died" or None
+    # "deadline", "parent died", "guardian died", "guardian stopped answering",
+    # "window over the deadline" or None
+    forced_reason: Optional[str]
     freeze_ms: float
     thaw_ms: float
     frozen_window_ms: float
     errors: list[str]
     mount_freeze_ms: dict[str, float] = field(default_factory=dict)
+    expedited: bool = False  # rcu_expedited was 1 during the FIFREEZE calls
+    sync_ms: float = 0.0  # syncfs() of every mount before the first FIFREEZE
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -82,12 +108,36 @@ def _errno_text(number: int) -> str:
     return f"{os.strerror(number)} ({errno.errorcode.get(number, number)})"
 
 
+def restore_rcu(fd: int, earlier: bytes) -> str:
+    """Put ``earlier`` back into rcu_expedited if it still holds our 1. Imports nothing.
+
+    Returns "restored", "changed" (another program changed it: left alone) or "E<errno>".
+    """
+    try:
+        if os.pread(fd, 16, 0).strip() != b"1":
+            return "changed"
+        os.pwrite(fd, earlier, 0)
+        return "restored"
+    except OSError as exc:
+        return f"E{exc.errno}"
+
+
+def _unlink(path: Optional[str]) -> None:
+    """Remove the thaw timer's marker (on /run, a tmpfs): the timer then does nothing."""
+    if path:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
 # ---------------------------------------------------------------------------------------------
 # The guardian process. Protocol on its reply pipe, one ASCII line per event:
-#   "f i"               about to FIFREEZE mount i      "F i t0 t1"       froze mount i
+#   "f i deadline"      about to FIFREEZE mount i      "F i t0 t1"       froze mount i
 #   "E i errno"         FIFREEZE of mount i failed     "L"               deadline hit while freezing
 #   "D"                 everything is frozen           "T i t0 t1 errno" thawed mount i
+#   "x earlier"         about to set rcu_expedited     "y"               rcu_expedited is 1
+#   "X outcome"         rcu_expedited handled (restored, changed, E<errno>)
 #   "Q reason"          every freeze undone ("-", "deadline" or "parent died")
+# Times and the deadline are CLOCK_MONOTONIC nanoseconds, one clock for every process.
 # The module sends b"F" (freeze) and b"T" (thaw); EOF means the module is gone. The deputy reads
 # the same lines, and b"D" from the module once it knows everything is thawed.
 # ---------------------------------------------------------------------------------------------
@@ -109,40 +159,96 @@ def _become_guardian(keep: set[int]) -> None:
                 os.close(fd)
 
 
-def _deputy_main(fds: list[int], events_r: int, module_r: int) -> None:
-    """Thaw what the guardian froze if the guardian and the module both end without thawing."""
+class _Plan:
+    """What the guardian and its deputy need besides their pipes (inherited through fork)."""
+
+    def __init__(
+        self, fds: list[int], max_ns: int, rcu_fd: int, rcu_earlier: bytes, marker: Optional[str]
+    ) -> None:
+        self.fds = fds
+        self.max_ns = max_ns
+        self.rcu_fd = rcu_fd  # -1: leave rcu_expedited alone
+        self.rcu_earlier = rcu_earlier
+        self.marker = marker
+
+
+def _deputy_main(plan: _Plan, events_r: int, module_r: int, guardian: int) -> None:
+    """Thaw what the guardian froze if the guardian and the module both end without thawing,
+    or if neither has thawed by the deadline (plus a grace); restore rcu_expedited if the
+    guardian died holding it."""
     frozen: set[int] = set()
+    rcu_pending = False
+    deadline: Optional[int] = None
     buffer = b""
     poller = select.poll()
     for fd in (events_r, module_r):
         poller.register(fd, select.POLLIN)
-    open_fds = 2
-    while open_fds:
-        for fd, _events in poller.poll():
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                poller.unregister(fd)
-                open_fds -= 1
-                continue
-            if fd == module_r:
-                return  # "D": the module saw every filesystem thawed
-            *lines, buffer = (buffer + chunk).split(b"\n")
-            for kind, *values in (line.split() for line in lines):
-                if kind == b"Q":
+    open_fds = {events_r, module_r}
+
+    def read_events(fd: int) -> bool:
+        """Handle what the guardian wrote; False when it says everything is thawed."""
+        nonlocal buffer, rcu_pending, deadline
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            poller.unregister(fd)
+            open_fds.discard(fd)
+            return True
+        *lines, buffer = (buffer + chunk).split(b"\n")
+        for kind, *values in (line.split() for line in lines):
+            if kind == b"Q":
+                return False
+            if kind == b"f":  # counted from the attempt: its outcome may never be told
+                frozen.add(int(values[0]))
+                deadline = deadline or int(values[1])
+            elif kind in (b"E", b"T"):
+                frozen.discard(int(values[0]))
+            elif kind == b"x":
+                rcu_pending = True
+            elif kind == b"X":
+                rcu_pending = False
+        return True
+
+    try:
+        while open_fds:
+            timeout = -1
+            if deadline is not None:
+                late = deadline + int(DEPUTY_GRACE_SECONDS * _NS_PER_S) - time.monotonic_ns()
+                timeout = max(0, -(-late // _NS_PER_MS))
+            ready = poller.poll(timeout)
+            if not ready:  # the deadline is over and nobody said everything was thawed
+                if events_r in open_fds:
+                    with contextlib.suppress(OSError):  # a stopped guardian dies too
+                        os.kill(guardian, signal.SIGKILL)
+                    while events_r in open_fds:  # EOF once its last ioctl has returned
+                        if not read_events(events_r):
+                            return
+                break
+            for fd, _events in ready:
+                if fd == module_r:
+                    if os.read(fd, 16):
+                        return  # "D": the module saw every filesystem thawed
+                    poller.unregister(fd)
+                    open_fds.discard(fd)
+                elif not read_events(fd):
                     return
-                if kind == b"f":  # counted from the attempt: its outcome may never be told
-                    frozen.add(int(values[0]))
-                elif kind in (b"E", b"T"):
-                    frozen.discard(int(values[0]))
-    for index in sorted(frozen, reverse=True):
-        with contextlib.suppress(OSError):
-            fcntl.ioctl(fds[index], FITHAW, 0)
+            if events_r not in open_fds and rcu_pending:  # the guardian died holding it
+                restore_rcu(plan.rcu_fd, plan.rcu_earlier)
+                rcu_pending = False
+        for index in sorted(frozen, reverse=True):
+            with contextlib.suppress(OSError):
+                fcntl.ioctl(plan.fds[index], FITHAW, 0)
+        if rcu_pending:
+            restore_rcu(plan.rcu_fd, plan.rcu_earlier)
+    finally:
+        _unlink(plan.marker)
 
 
-def _guardian_main(fds: list[int], cmd_r: int, reply_w: int, module_r: int, max_ns: int) -> None:
+def _guardian_main(plan: _Plan, cmd_r: int, reply_w: int, module_r: int) -> None:
+    fds = plan.fds
     frozen: list[int] = []
     events_r, events_w = os.pipe()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the deputy
+    me = os.getpid()
     try:
         deputy = os.fork()
     except OSError:
@@ -150,18 +256,26 @@ def _guardian_main(fds: list[int], cmd_r: int, reply_w: int, module_r: int, max_
     if deputy == 0:
         for fd in (cmd_r, reply_w, events_w):  # the module must see EOF when the guardian dies
             os.close(fd)
-        _deputy_main(fds, events_r, module_r)
+        _deputy_main(plan, events_r, module_r, me)
         os._exit(0)
     os.close(events_r)
     os.close(module_r)
     os.set_blocking(events_w, False)
+    rcu_set = False
 
     def send(text: str) -> None:
         for fd in (reply_w, events_w):
             with contextlib.suppress(OSError):  # a reader is gone: thawing matters, telling not
                 os.write(fd, f"{text}\n".encode())
 
+    def unexpedite() -> None:
+        nonlocal rcu_set
+        if rcu_set:
+            rcu_set = False
+            send(f"X {restore_rcu(plan.rcu_fd, plan.rcu_earlier)}")
+
     def thaw_all(reason: str) -> None:
+        unexpedite()
         while frozen:
             index = frozen.pop()
             start = time.monotonic_ns()
@@ -182,9 +296,18 @@ def _guardian_main(fds: list[int], cmd_r: int, reply_w: int, module_r: int, max_
             return
         deadline = 0
         for index, fd in enumerate(fds):
-            send(f"f {index}")
             start = time.monotonic_ns()
-            deadline = deadline or start + max_ns  # counted from the first FIFREEZE
+            deadline = deadline or start + plan.max_ns  # counted from the first FIFREEZE
+            send(f"f {index} {deadline}")
+            if index == 0 and plan.rcu_fd >= 0:
+                send(f"x {plan.rcu_earlier.decode()}")
+                rcu_set = True  # from the attempt: a write that fails half-way is restored too
+                try:
+                    os.pwrite(plan.rcu_fd, b"1", 0)
+                    send("y")
+                except OSError as exc:
+                    rcu_set = False
+                    send(f"X E{exc.errno}")
             try:
                 fcntl.ioctl(fd, FIFREEZE, 0)
             except OSError as exc:
@@ -201,6 +324,7 @@ def _guardian_main(fds: list[int], cmd_r: int, reply_w: int, module_r: int, max_
             if poller.poll(0):  # the module waits for "D": input now means it is gone
                 thaw_all("-" if os.read(cmd_r, 1) == b"T" else "parent died")
                 return
+        unexpedite()
         send("D")
         while True:
             remaining = deadline - time.monotonic_ns()
@@ -212,7 +336,7 @@ def _guardian_main(fds: list[int], cmd_r: int, reply_w: int, module_r: int, max_
                 return
         poller.poll()  # thawed at the deadline: wait for the module's thaw request or its end
     finally:
-        if frozen:
+        if frozen or rcu_set:
             thaw_all("-")
 
 
@@ -226,14 +350,31 @@ class Guardian:
 
     ``start()`` before any thread starts, then ``freeze()``, ``thaw()`` and ``close()``; or use it
     as a context manager, which starts it and always thaws and closes.
+
+    ``rcu_fd``/``rcu_earlier``: an open ``/sys/kernel/rcu_expedited`` and its value before, to
+    expedite the FIFREEZE calls (see ``_rcu_expedite``); ``marker``: the thaw timer's marker
+    file, removed by whichever process ends the freeze (see ``_thaw_timer``).
     """
 
-    def __init__(self, mount_points: Sequence[str], max_freeze_seconds: float) -> None:
+    def __init__(
+        self,
+        mount_points: Sequence[str],
+        max_freeze_seconds: float,
+        *,
+        rcu_fd: int = -1,
+        rcu_earlier: bytes = b"0",
+        marker: Optional[str] = None,
+        sync_first: bool = True,
+    ) -> None:
         if not mount_points or max_freeze_seconds <= 0:
             raise ValueError("Guardian needs mount points and a positive max_freeze_seconds")
         self.mount_points = list(mount_points)
         self.max_freeze_seconds = max_freeze_seconds
         self.pid: Optional[int] = None
+        self._rcu_fd = rcu_fd
+        self._rcu_earlier = rcu_earlier
+        self._marker = marker
+        self._sync_first = sync_first
         self._fds: list[int] = []
         self._cmd_w = -1
         self._reply_r = -1
@@ -248,7 +389,12 @@ class Guardian:
         self._failure: Optional[VmSnapshotError] = None
         self._forced_reason: Optional[str] = None
         self._finished = False
-        self._thaw_requested = False
+        self._all_frozen = threading.Event()  # "D" came, or it is all over
+        self._thaw_requested: Optional[int] = None  # when the module asked for the thaw
+        self._deadline: Optional[int] = None
+        self._rcu_pending = False
+        self._expedited = False
+        self._sync_ms = 0.0
         self._watcher: Optional[threading.Thread] = None
         self._report: Optional[ThawReport] = None
 
@@ -286,10 +432,18 @@ class Guardian:
             ) from None
         if pid == 0:
             try:
-                _become_guardian({cmd_r, reply_w, deputy_r, *self._fds})
-                _guardian_main(
-                    self._fds, cmd_r, reply_w, deputy_r, int(self.max_freeze_seconds * 1e9)
+                keep = {cmd_r, reply_w, deputy_r, *self._fds}
+                if self._rcu_fd >= 0:
+                    keep.add(self._rcu_fd)
+                _become_guardian(keep)
+                plan = _Plan(
+                    self._fds,
+                    int(self.max_freeze_seconds * _NS_PER_S),
+                    self._rcu_fd,
+                    self._rcu_earlier,
+                    self._marker,
                 )
+                _guardian_main(plan, cmd_r, reply_w, deputy_r)
             finally:
                 os._exit(0)
         signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
@@ -299,57 +453,49 @@ class Guardian:
         self._poller.register(self._reply_r, select.POLLIN)
 
     def freeze(self) -> None:
-        """Freeze every mount point in order; on failure everything is thawed and 121/122 raised."""
+        """Freeze every mount point in order; on failure everything is thawed and 121/122 raised.
+
+        First ``syncfs()`` of every mount, outside the window, so that FIFREEZE finds (almost)
+        nothing left to write. The watcher thread starts before the freeze and hands "D" over
+        through an event: no thread start inside the window.
+        """
         if self.pid is None or self._watcher is not None or self._finished:
             raise RuntimeError("Guardian.freeze() runs once, after start()")
-        self._send(b"F")
-        limit = time.monotonic_ns() + int((self.max_freeze_seconds + GUARDIAN_REPLY_SECONDS) * 1e9)
-        while True:
-            try:
-                line = self._read_line(limit)
-            except TimeoutError:
-                self._take_over()
-                raise VmSnapshotError(
-                    Status.FailedRetryableFsFreezeTimeout,
-                    f"Freezing did not finish within {self.max_freeze_seconds} s "
-                    "(max_freeze_seconds); every filesystem was thawed.",
-                ) from None
-            if line is None:
-                self._take_over()
-                raise VmSnapshotError(
-                    Status.FailedRetryableFsFreezeFailed,
-                    "The freeze guardian process died while freezing; every filesystem was thawed.",
-                )
-            if line == "D":
-                break
-            self._handle(line)
-            if self._finished:
-                self._reap()
-                raise self._failure or VmSnapshotError(
-                    Status.FailedRetryableFsFreezeFailed, "The freeze was abandoned."
-                )
-        self._watcher = threading.Thread(target=self._drain, name="freeze-guardian-watch")
+        if self._sync_first:
+            start = time.monotonic_ns()
+            for fd in self._fds:
+                with contextlib.suppress(OSError):  # the freeze flushes what is left anyway
+                    _syncfs(fd)
+            self._sync_ms = _ms(start, time.monotonic_ns())
+        # Until the guardian tells its deadline, count it from now: no FIFREEZE starts earlier.
+        self._deadline = time.monotonic_ns() + int(self.max_freeze_seconds * _NS_PER_S)
+        self._watcher = threading.Thread(target=self._watch, name="freeze-guardian-watch")
         self._watcher.daemon = True
         self._watcher.start()
+        self._send(b"F")
+        self._all_frozen.wait()
+        if self._finished:
+            self._watcher.join()
+            self._reap()
+            raise self._failure or VmSnapshotError(
+                Status.FailedRetryableFsFreezeFailed, "The freeze was abandoned."
+            )
 
     def thaw(self) -> ThawReport:
         """Thaw (in reverse order) unless already thawed; report what happened. Never raises."""
         if self._report is not None:
             return self._report
         if self.pid is not None:
-            self._thaw_requested = True
+            if self._thaw_requested is None:
+                self._thaw_requested = time.monotonic_ns()
             self._send(b"T")
             if self._watcher is not None:
-                self._watcher.join(GUARDIAN_REPLY_SECONDS)
-                if self._watcher.is_alive():  # the guardian does not answer: stop it, take over
-                    self._kill()
-                    self._watcher.join()
-            else:
-                with contextlib.suppress(TimeoutError):
-                    self._drain(time.monotonic_ns() + int(GUARDIAN_REPLY_SECONDS * 1e9))
-            if not self._finished:
-                self._take_over()
+                self._watcher.join()  # bounded: the watcher enforces the deadline itself
+            else:  # never froze: the guardian answers "Q -" at once, or is taken over
+                self._deadline = time.monotonic_ns()
+                self._watch()
             self._reap()
+            _unlink(self._marker)  # thawed: the thaw timer must not act any more
         self._report = self._build_report()
         self._tell_deputy()
         return self._report
@@ -382,13 +528,22 @@ class Guardian:
         with contextlib.suppress(OSError):  # gone already (the guardian said "Q" first)
             os.write(self._deputy_w, b"D")
 
-    def _read_line(self, limit_ns: Optional[int]) -> Optional[str]:
-        """The next line from the guardian; None at EOF; TimeoutError after ``limit_ns``."""
+    def _limit(self) -> int:
+        """Until when the guardian may stay silent before the module takes over."""
+        assert self._deadline is not None
+        limit = self._deadline + int(MODULE_GRACE_SECONDS * _NS_PER_S)
+        if self._thaw_requested is not None:
+            limit = min(limit, self._thaw_requested + int(THAW_REPLY_SECONDS * _NS_PER_S))
+        return limit
+
+    def _read_line(self) -> Optional[str]:
+        """The next line from the guardian; None at EOF; TimeoutError once ``_limit()`` is over."""
         while b"\n" not in self._buffer:
-            if limit_ns is not None:
-                remaining = limit_ns - time.monotonic_ns()
-                if remaining <= 0 or not self._poller.poll(-(-remaining // _NS_PER_MS)):
-                    raise TimeoutError
+            remaining = self._limit() - time.monotonic_ns()
+            if remaining <= 0:
+                raise TimeoutError
+            if not self._poller.poll(min(_TICK_MS, -(-remaining // _NS_PER_MS))):
+                continue  # look at the limit again: a thaw request may have shortened it
             chunk = os.read(self._reply_r, 4096)
             if not chunk:
                 return None
@@ -396,20 +551,27 @@ class Guardian:
         line, _newline, self._buffer = self._buffer.partition(b"\n")
         return line.decode()
 
-    def _drain(self, limit_ns: Optional[int] = None) -> None:
-        """Handle the guardian's lines until it is done; if it dies first, take over."""
-        while not self._finished:
-            line = self._read_line(limit_ns)
-            if line is None:
-                self._take_over()
-                return
-            self._handle(line)
+    def _watch(self) -> None:
+        """Handle the guardian's lines until it is done; take over if it dies or goes silent."""
+        try:
+            while not self._finished:
+                try:
+                    line = self._read_line()
+                except TimeoutError:
+                    self._take_over(silent=True)
+                    return
+                if line is None:
+                    self._take_over(silent=False)
+                    return
+                self._handle(line)
+        finally:
+            self._all_frozen.set()
 
     def _handle(self, line: str) -> None:
         kind, *values = line.split()
-        numbers = [int(value) for value in values] if kind != "Q" else []
+        numbers = [int(value) for value in values] if kind in "fFETD" else []
         if kind == "f":
-            self._in_flight = numbers[0]
+            self._in_flight, self._deadline = numbers
         elif kind == "F":
             index, start, end = numbers
             self._in_flight = None
@@ -427,6 +589,15 @@ class Guardian:
                 "every filesystem was thawed.",
             )
             self._errors.append(self._failure.message)
+        elif kind == "D":
+            self._all_frozen.set()
+        elif kind == "x":
+            self._rcu_pending = True
+        elif kind == "y":
+            self._expedited = True
+        elif kind == "X":
+            self._rcu_pending = False
+            self._rcu_outcome(values[0])
         elif kind == "T":
             index, start, end, number = numbers
             self._frozen.remove(index)
@@ -438,7 +609,13 @@ class Guardian:
                 self._forced_reason = " ".join(values)
             self._finished = True
 
-    # -- when the guardian is gone ------------------------------------------------------------
+    def _rcu_outcome(self, outcome: str) -> None:
+        if outcome.startswith("E"):
+            self._errors.append(
+                f"Cannot write /sys/kernel/rcu_expedited: {_errno_text(int(outcome[1:]))}."
+            )
+
+    # -- when the guardian is gone or silent --------------------------------------------------
 
     def _kill(self) -> None:
         if self.pid is not None:
@@ -450,19 +627,36 @@ class Guardian:
             os.waitpid(self.pid, 0)
             self.pid = None
 
-    def _take_over(self) -> None:
-        """Stop and reap the guardian (so no ioctl of its is in flight), then thaw what it froze."""
+    def _take_over(self, *, silent: bool) -> None:
+        """Stop and reap the guardian (SIGKILL ends a stopped process too, once its running
+        ioctl has returned, so none is in flight afterwards), then thaw what it froze."""
         self._kill()
         self._reap()
+        if self._rcu_pending:
+            self._rcu_pending = False
+            self._rcu_outcome(restore_rcu(self._rcu_fd, self._rcu_earlier))
         pending = list(self._frozen)
         if self._in_flight is not None:
             pending.append(self._in_flight)  # unknown outcome: frozen forever is the worse error
-        if pending and not self._thaw_requested:
-            self._forced_reason = "guardian died"
-            self._errors.append(
-                "The freeze guardian process died while filesystems were frozen; "
-                "the module thawed them itself."
-            )
+        if pending:
+            if self._thaw_requested is None and silent:
+                self._forced_reason = "deadline"
+                self._errors.append(
+                    "The freeze guardian process had not thawed by the deadline (stopped, or "
+                    "its FIFREEZE had not returned); the module stopped it and thawed by itself."
+                )
+            elif self._thaw_requested is None:
+                self._forced_reason = "guardian died"
+                self._errors.append(
+                    "The freeze guardian process died while filesystems were frozen; "
+                    "the module thawed them itself."
+                )
+            elif silent:
+                self._forced_reason = "guardian stopped answering"
+                self._errors.append(
+                    "The freeze guardian process did not answer the thaw request; "
+                    "the module stopped it and thawed by itself."
+                )
         for index in reversed(pending):
             start = time.monotonic_ns()
             try:
@@ -470,11 +664,22 @@ class Guardian:
             except OSError as exc:
                 if index in self._frozen or exc.errno != errno.EINVAL:
                     self._errors.append(self._thaw_error(self.mount_points[index], exc.errno))
-                continue
+            # Thawed by now, by us or by another process (the deputy): the window ends here at
+            # the latest, which is what the report must not understate.
             self._thaw_times.append((start, time.monotonic_ns()))
+        if self._failure is None and (pending or not self._all_frozen.is_set()):
+            self._failure = VmSnapshotError(
+                Status.FailedRetryableFsFreezeTimeout
+                if silent
+                else Status.FailedRetryableFsFreezeFailed,
+                "The freeze guardian process "
+                + ("did not answer in time" if silent else "died")
+                + " while freezing; every filesystem was thawed.",
+            )
         self._frozen.clear()
         self._in_flight = None
         self._finished = True
+        _unlink(self._marker)
         self._tell_deputy()
 
     # -- results ------------------------------------------------------------------------------
@@ -501,24 +706,48 @@ class Guardian:
         freezes = list(self._freeze_times.values())
         first_freeze = min((start for start, _end in freezes), default=0)
         last_thaw = max((end for _start, end in self._thaw_times), default=first_freeze)
+        window = _ms(first_freeze, last_thaw) if freezes else 0.0
+        forced_reason = self._forced_reason
+        if forced_reason is None and window > self.max_freeze_seconds * 1000:
+            # However it ended, a window longer than the deadline is not the planned thaw.
+            forced_reason = "window over the deadline"
+            self._errors.append(
+                f"The filesystems stayed frozen {window:.0f} ms, longer than max_freeze_seconds."
+            )
         return ThawReport(
             frozen_mounts=[self.mount_points[index] for index in self._freeze_times],
-            thaw_forced=self._forced_reason is not None,
-            forced_reason=self._forced_reason,
+            thaw_forced=forced_reason is not None,
+            forced_reason=forced_reason,
             freeze_ms=_ms(
                 first_freeze, max((end for _start, end in freezes), default=first_freeze)
             ),
             thaw_ms=_ms(min(start for start, _end in self._thaw_times), last_thaw)
             if self._thaw_times
             else 0.0,
-            frozen_window_ms=_ms(first_freeze, last_thaw) if freezes else 0.0,
+            frozen_window_ms=window,
             errors=list(self._errors),
             mount_freeze_ms={
                 self.mount_points[index]: _ms(start, end)
                 for index, (start, end) in self._freeze_times.items()
             },
+            expedited=self._expedited,
+            sync_ms=self._sync_ms,
         )
 
     def _close_fds(self) -> None:
         while self._fds:
             os.close(self._fds.pop())
+
+
+try:  # loaded when this module is imported, never while frozen
+    _LIBC: Optional[ctypes.CDLL] = ctypes.CDLL(None, use_errno=True)
+except OSError:
+    _LIBC = None
+
+
+def _syncfs(fd: int) -> None:
+    """syncfs(2): write back this filesystem's dirty data (Python has no os.syncfs)."""
+    if _LIBC is None:
+        os.sync()  # every filesystem: slower, same effect for ours
+    else:
+        _LIBC.syncfs(fd)  # an error (EIO) is not ours to report: FIFREEZE flushes again

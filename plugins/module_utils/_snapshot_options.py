@@ -99,6 +99,7 @@ def request_from_params(params: dict) -> SnapshotRequest:
         max_freeze_seconds=max_freeze,
         snapshot_timeout=params["snapshot_timeout"],
         crash_fallback_allowed=bool(settings and settings.crash_fallback_allowed),
+        expedite_freeze=bool(params.get("expedite_freeze", True)),
         vm_type=settings.vm_type if settings else None,
         log_dir=params["log_dir"],
         state_dir=params["state_dir"],

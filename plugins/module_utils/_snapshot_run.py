@@ -27,6 +27,7 @@ from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils import (
     _interrupted_run,
     _mounts,
     _prepost,
+    _rcu_expedite,
     _settings,
     _status_document,
     _task_state,
@@ -49,6 +50,7 @@ from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._status_c
     VmSnapshotError,
     describe,
 )
+from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._thaw_timer import ThawTimer
 
 DEFAULT_LOG_DIR = "/var/log/azure/Microsoft.Azure.RecoveryServices.VMSnapshotLinux"
 DEFAULT_STATE_DIR = "/var/lib/waagent/Microsoft.Azure.RecoveryServices.VMSnapshotLinux"
@@ -85,6 +87,7 @@ class SnapshotRequest:
     max_freeze_seconds: int = DEFAULT_MAX_FREEZE_SECONDS
     snapshot_timeout: float = DEFAULT_SNAPSHOT_TIMEOUT
     crash_fallback_allowed: bool = False
+    expedite_freeze: bool = True
     vm_type: str | None = None
     log_dir: str = DEFAULT_LOG_DIR
     state_dir: str = DEFAULT_STATE_DIR
@@ -106,6 +109,8 @@ class SnapshotRun:
         self.snapshots: list[SnapshotResult] = []
         self.thaw_report = None
         self.scripts: dict[str, object] = {}
+        # How the freeze was done: expedited or why not, which thaw backstop was armed.
+        self.freeze_facts: dict[str, object] = {}
 
     def run(self) -> dict:
         request = self.request
@@ -314,10 +319,30 @@ class SnapshotRun:
 
         if app_quiesced:
             self._refresh(endpoints)
-        guardian = Guardian(mount_points, request.max_freeze_seconds)
+        rcu = _rcu_expedite.prepare(request.expedite_freeze)
+        # Armed before the freeze: a thaw that outlives the run's processes (systemd hosts).
+        timer = ThawTimer(
+            mount_points, request.max_freeze_seconds, rcu.earlier if rcu.fd >= 0 else None
+        )
+        timer.arm()
+        self.freeze_facts.update(
+            freeze_expedited=False,
+            freeze_expedite_note=rcu.reason,
+            thaw_backstop=timer.backstop,
+            thaw_backstop_note=timer.reason,
+        )
+        guardian = Guardian(
+            mount_points,
+            request.max_freeze_seconds,
+            rcu_fd=rcu.fd,
+            rcu_earlier=rcu.earlier,
+            marker=timer.marker,
+        )
         try:
             guardian.start()
         except VmSnapshotError as exc:
+            rcu.close()
+            timer.cancel()
             self.log.error(f"cannot prepare the freeze: {exc.message}")
             return self._after_freeze_failure(endpoints, exc.status, app_quiesced)
         self.log.info(f"freezing {', '.join(mount_points)}")
@@ -337,13 +362,22 @@ class SnapshotRun:
         finally:
             guardian.close()
             self.log.release()
+            rcu.close()
+            timer.cancel()
         report = self.thaw_report
         self.timings.update(
+            sync_ms=report.sync_ms,
             freeze_ms=report.freeze_ms,
             thaw_ms=report.thaw_ms,
             frozen_window_ms=report.frozen_window_ms,
         )
-        self.log.info(f"thawed after {report.frozen_window_ms} ms")
+        self.freeze_facts["freeze_expedited"] = report.expedited
+        self.log.info(
+            f"thawed after {report.frozen_window_ms} ms (expedited: {report.expedited}, "
+            f"backstop: {timer.backstop})"
+        )
+        for error in report.errors:
+            self.log.warning(error)
         if report.thaw_forced:
             self.log.error(f"the guardian forced the thaw ({report.forced_reason})")
             # Snapshots taken after the forced thaw may not be consistent: the reference calls
@@ -465,6 +499,8 @@ class SnapshotRun:
             "snapshots": [s.as_dict() for s in snapshots],
             "frozen_mounts": self.thaw_report.frozen_mounts if self.thaw_report else [],
             "thaw_forced": bool(self.thaw_report and self.thaw_report.thaw_forced),
+            "forced_reason": self.thaw_report.forced_reason if self.thaw_report else None,
+            **self.freeze_facts,
             "timings": self.timings,
             "scripts": self.scripts,
         }
