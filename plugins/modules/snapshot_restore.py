@@ -22,7 +22,12 @@ description:
     destination and is returned.
   - A copy that does not finish within O(wait_timeout) is aborted and the task fails.
   - Talks only to the blob service; it can run on any host, the controller included. No SAS
-    signature appears in the result or in an error message.
+    signature appears in the result or in an error message, in any spelling (the service's
+    answers are scrubbed of every signature the module was given, by value).
+  - Plain C(http://) URIs would send the signature in clear text - they are accepted only to
+    this machine (an emulator), or to a host named in the environment variable
+    C(APPCONSISTENT_VMSNAPSHOT_HTTP_HOSTS) (comma-separated) of the module's process, for an
+    emulator on a test network. A signature that is not clean base64 or given twice is refused.
 author:
   - appconsistent.vmsnapshot maintainers (@appconsistent)
 extends_documentation_fragment:
@@ -68,7 +73,10 @@ options:
     type: bool
     default: false
   timeout:
-    description: Timeout in seconds of each call to the blob service.
+    description:
+      - Timeout in seconds of each call to the blob service, as an absolute bound - connecting,
+        sending and reading the whole answer of one call end within it, however slowly the
+        service answers. An answer's body is read up to 64 KiB.
     type: float
     default: 30
   wait_timeout:
