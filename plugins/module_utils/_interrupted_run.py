@@ -6,7 +6,10 @@
 
 A run that dies there (SIGKILL, OOM, reboot) leaves the application quiesced. The run writes this
 record before the pre-script and removes it after the post-script; the next run that finds it
-runs the recorded configuration's post-scripts first.
+runs the recorded configuration's post-scripts first. The record also names every script
+process the run started (pid and start time), so that the next run first ends what is left of
+them: a slow pre-script that outlived its run must not quiesce the application again after the
+post-script released it.
 """
 
 from __future__ import annotations
@@ -14,8 +17,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from dataclasses import asdict, dataclass
-from typing import Optional
+from dataclasses import asdict, dataclass, field
+from typing import List, Optional
 
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._atomic_file import (
     write_atomically,
@@ -30,6 +33,8 @@ class PendingRun:
     task_id: Optional[str]
     config_path: str
     host_config_path: str
+    # [pid, start time in clock ticks] of every script attempt started so far.
+    scripts: List[List[int]] = field(default_factory=list)
 
 
 def pending_path(state_dir: str) -> str:
@@ -59,4 +64,11 @@ def load(state_dir: str) -> Optional[PendingRun]:
         raise ValueError(str(exc)) from None
     if not (isinstance(run.config_path, str) and isinstance(run.host_config_path, str)):
         raise ValueError("the configuration paths are not text")
+    if not isinstance(run.scripts, list) or not all(
+        isinstance(entry, list)
+        and len(entry) == 2
+        and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in entry)
+        for entry in run.scripts
+    ):
+        raise ValueError("the script processes are not [pid, start time] pairs")
     return run

@@ -32,6 +32,7 @@ from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._prepost_
     load_plugin_config,
 )
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._script_runner import (
+    OnStart,
     ScriptResult,
     run_script,
 )
@@ -153,6 +154,11 @@ class PhaseResult:
     def results(self) -> List[Optional[ScriptResult]]:
         return [run.result for run in self.runs]
 
+    @property
+    def warnings(self) -> List[str]:
+        """Scripts whose file changed between the check and the run."""
+        return [run.result.warning for run in self.runs if run.result and run.result.warning]
+
     def as_dict(self) -> dict:
         return {
             "phase": self.phase,
@@ -234,7 +240,7 @@ def precheck(
     )
 
 
-def _run_phase(check: Precheck, role: str) -> PhaseResult:
+def _run_phase(check: Precheck, role: str, on_start: Optional[OnStart] = None) -> PhaseResult:
     if check.status != Status.success:
         raise VmSnapshotError(
             check.status, f"No {role}-script runs because the precheck failed: {check.message}"
@@ -258,7 +264,7 @@ def _run_phase(check: Precheck, role: str) -> PhaseResult:
         timeout = min(config.timeout_seconds, budget)
         params = config.pre_params if role == ROLE_PRE else config.post_params
         retries = config.pre_retries if role == ROLE_PRE else config.post_retries
-        result = run_script(script, params, timeout, retries)
+        result = run_script(script, params, timeout, retries, on_start)
         budget -= result.duration_ms / 1000
         attempts = f"{result.attempts} attempt{'s' if result.attempts > 1 else ''}"
         if result.ok:
@@ -290,11 +296,14 @@ def _run_phase(check: Precheck, role: str) -> PhaseResult:
     )
 
 
-def run_pre(check: Precheck) -> PhaseResult:
-    """Run every plugin's pre-script; 300/308/310 on failure, timeout, budget exhausted."""
-    return _run_phase(check, ROLE_PRE)
+def run_pre(check: Precheck, on_start: Optional[OnStart] = None) -> PhaseResult:
+    """Run every plugin's pre-script; 300/308/310 on failure, timeout, budget exhausted.
+
+    `on_start(pid, start_time)` is told of every script process as it starts.
+    """
+    return _run_phase(check, ROLE_PRE, on_start)
 
 
-def run_post(check: Precheck) -> PhaseResult:
+def run_post(check: Precheck, on_start: Optional[OnStart] = None) -> PhaseResult:
     """Run every plugin's post-script; 301/309/311 on failure, timeout, budget exhausted."""
-    return _run_phase(check, ROLE_POST)
+    return _run_phase(check, ROLE_POST, on_start)

@@ -18,6 +18,11 @@ it fails by accident we fail on purpose, with 305 and a message naming the key a
 * the two flags must be JSON booleans (the reference treats ``"false"`` as true);
 * parameters must be a list of strings; numbers and booleans are converted as the reference
   does (``str()``) with a warning; null, lists and objects are 305.
+* every string and key must be valid text: JSON can spell a lone surrogate (``"\\ud800"``)
+  that no file name, argument or log line can carry; it is 305 (304 in the host file) before
+  anything runs;
+* retries are at most ``MAX_RETRIES``; more is 305 (all attempts share the script's timeout
+  anyway).
 
 The host INI file is parsed with ``configparser`` only: plugins are configuration paths, never
 Python modules, so ``pluginName<i>`` must be ``ScriptRunner`` and ``pluginPath<i>`` is unused.
@@ -50,6 +55,7 @@ DEFAULT_POLL_SECONDS = 3
 PLUGIN_NAME = "ScriptRunner"
 MAX_PLUGINS = 64
 MAX_FILE_BYTES = 1024 * 1024
+MAX_RETRIES = 100
 
 _PARSING = Status.FailedPrepostPluginConfigParsing
 _HOST_PARSING = Status.FailedPrepostPluginhostConfigParsing
@@ -204,6 +210,8 @@ class _Reader:
 
     def retries(self, key: str) -> int:
         value = self.whole(key, 0)
+        if value > MAX_RETRIES:
+            raise _bad(self.path, key, self.data[key], f"it must be at most {MAX_RETRIES}")
         if value < 0:
             self.warnings.append(f"In {self.path}, {key!r} is {value}; 0 is used.")
             return 0
@@ -241,7 +249,31 @@ def _load_json(text: bytes, path: str, warnings: List[str]) -> Dict[str, Any]:
         raise VmSnapshotError(_PARSING, f"{path} is not valid JSON: {exc}.") from None
     if not isinstance(data, dict):
         raise VmSnapshotError(_PARSING, f"{path} must hold a JSON object, not {_json_type(data)}.")
+    bad = unencodable(data)
+    if bad is not None:
+        raise VmSnapshotError(
+            _PARSING, f"In {path}, {bad} is not valid text (it holds a lone surrogate)."
+        )
     return data
+
+
+def unencodable(value: Any, where: str = "a value") -> Optional[str]:
+    """Where in `value` (strings, lists, dicts) a string cannot be encoded as UTF-8, or None."""
+    stack = [(value, where)]
+    while stack:
+        item, at = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return at
+        elif isinstance(item, dict):
+            for key, inner in item.items():
+                stack.append((key, f"a key of {at}"))
+                stack.append((inner, repr(key) if at == where else f"{at}[{key!r}]"))
+        elif isinstance(item, (list, tuple)):
+            stack.extend((inner, f"{at}[{index}]") for index, inner in enumerate(item))
+    return None
 
 
 def parse_plugin_config(
@@ -341,7 +373,10 @@ def parse_host_config(text: bytes, path: str, config_path: str = DEFAULT_CONFIG_
     warnings: List[str] = []
     parser = configparser.ConfigParser(interpolation=None)
     try:
-        parser.read_string(text.decode("utf-8"), source=path)
+        decoded = text.decode("utf-8")
+        if unencodable(decoded) is not None:  # decoded bytes cannot hold one; guard anyway
+            raise VmSnapshotError(_HOST_PARSING, f"{path} is not valid text.")
+        parser.read_string(decoded, source=path)
     except UnicodeDecodeError as exc:
         raise VmSnapshotError(
             _HOST_PARSING, f"{path} is not UTF-8 text (byte {exc.start} cannot be decoded)."

@@ -4,7 +4,10 @@
 # Private to the appconsistent.vmsnapshot collection: not a public API.
 """Run one checked pre- or post-script: argv, shebang, clean environment, deadline, retries.
 
-* The script runs from its checked descriptor (``/proc/self/fd/<n>``), never from its path. An
+* The script runs from the sealed in-memory copy of its checked bytes (``/proc/self/fd/<n>``,
+  see ``_permissions.CheckedScript``), never from its path; the file's descriptor is looked at
+  again right before each run and a change is reported in the result's ``warning`` (the checked
+  bytes run regardless; without a sealed copy a change is a refusal). An
   executable file is executed directly, so the kernel honours its ``#!`` line (and runs ELF
   binaries); a file without the execute bit but with a ``#!`` line runs under that interpreter;
   anything else runs under ``/bin/sh`` as in the reference. ``$0`` is therefore
@@ -23,12 +26,19 @@
 * A script that exits 0 may leave processes behind on purpose (a lock holder the post-script
   stops): they are not killed, and their output is drained and dropped in the background so that
   they never block on a full pipe or get SIGPIPE while the module runs.
+* Scripts die with the module: each attempt's leader gets ``PR_SET_PDEATHSIG`` (SIGKILL) and
+  exits at once if the module was already gone when it was set. Its processes in other groups
+  are found by the next run: `on_start` hands each attempt's (pid, start time) to the caller,
+  which records it with the interrupted run, and ``end_group`` ends what is left of that group
+  and session - never a reused pid, since the start time must match while the leader lives,
+  and the kernel does not reuse a pid still naming a live group or session.
 * Success is exit code 0 only; a negative exit code means the script died of that signal.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import selectors
 import signal
@@ -36,7 +46,7 @@ import subprocess
 import threading
 import time
 from dataclasses import asdict, dataclass
-from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._permissions import (
     CheckedScript,
@@ -50,6 +60,14 @@ _REAP_SECONDS = 5.0
 _READ_SIZE = 65536
 _DRAIN_LIMIT = 16
 _SHEBANG_BYTES = 256
+_PR_SET_PDEATHSIG = 1
+# Loaded now, not in the forked child (which must not import or load anything).
+try:
+    _PRCTL = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # not glibc/musl: scripts then rely on end_group only
+    _PRCTL = None
+
+OnStart = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -62,13 +80,17 @@ class ScriptResult:
     stdout_tail: str
     stderr_tail: str
     error: Optional[str] = None
+    warning: Optional[str] = None
 
     @property
     def ok(self) -> bool:
         return self.exit_code == 0 and not self.timed_out
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "ok": self.ok}
+        result = {**asdict(self), "ok": self.ok}
+        if self.warning is None:  # present only when the file changed after the check
+            del result["warning"]
+        return result
 
 
 class _Tail:
@@ -92,9 +114,9 @@ class _Tail:
 
 
 def command_for(script: CheckedScript) -> List[str]:
-    """The argv prefix that runs the script's descriptor (see the module docstring)."""
-    fd_path = f"/proc/self/fd/{script.fd}"
-    head = os.pread(script.fd, _SHEBANG_BYTES, 0)
+    """The argv prefix that runs the script's sealed copy (see the module docstring)."""
+    fd_path = f"/proc/self/fd/{script.run_fd}"
+    head = os.pread(script.run_fd, _SHEBANG_BYTES, 0)
     if script.executable and (head.startswith(b"#!") or head.startswith(b"\x7fELF")):
         return [fd_path]
     if head.startswith(b"#!"):
@@ -105,6 +127,46 @@ def command_for(script: CheckedScript) -> List[str]:
             extra = [os.fsdecode(argument.strip())] if argument.strip() else []
             return [os.fsdecode(interpreter), *extra, fd_path]
     return ["/bin/sh", fd_path]
+
+
+def start_time(pid: int) -> Optional[int]:
+    """The process's start time in clock ticks since boot (stat field 22), or None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return None
+    return int(data[data.rindex(b")") + 2 :].split()[19])
+
+
+def end_group(leader: int, started: int) -> Optional[str]:
+    """End what is left of an attempt of an earlier run (its group, session, descendants).
+
+    Returns a sentence saying what was ended, or None when nothing of it is left.
+    """
+    if leader <= 1 or leader == os.getpid():
+        return None  # never a signal to every process (kill(-1)) or to ourselves
+    now = start_time(leader)
+    if now is not None and now != started:
+        return None  # the pid names another process now; the old group is gone
+    members = _members(leader)
+    if not members:
+        return None
+    leftover = _kill_tree(leader)
+    ended = f"ended processes {sorted(members)} left by an earlier run's script"
+    return f"{ended}; {leftover}" if leftover else ended
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """A preexec function: SIGKILL this child when the module dies (see the docstring)."""
+
+    def preexec() -> None:
+        if _PRCTL is not None:
+            _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the module died before the death signal was set
+            os._exit(127)
+
+    return preexec
 
 
 def _process_table() -> Dict[int, Tuple[str, int, int, int]]:
@@ -217,7 +279,11 @@ def _drain_now(fd: int, tail: _Tail) -> bool:
 
 
 def _attempt(
-    argv: Sequence[str], fd: int, deadline: float, env: Dict[str, str]
+    argv: Sequence[str],
+    fd: int,
+    deadline: float,
+    env: Dict[str, str],
+    on_start: Optional[OnStart] = None,
 ) -> Tuple[Optional[int], bool, str, str, Optional[str]]:
     """Run once until exit or deadline: (exit code, timed out, stdout, stderr, error)."""
     out_read, out_write = os.pipe()
@@ -232,6 +298,7 @@ def _attempt(
             env=env,
             start_new_session=True,
             pass_fds=(fd,),
+            preexec_fn=_die_with_parent(os.getpid()),
         )
     except OSError as exc:
         os.close(out_read)
@@ -241,6 +308,10 @@ def _attempt(
         os.close(out_write)
         os.close(err_write)
 
+    if on_start is not None:
+        started = start_time(proc.pid)
+        if started is not None:
+            on_start(proc.pid, started)
     wake_read, wake_write = os.pipe()
 
     def wait_for_exit() -> None:
@@ -293,19 +364,37 @@ def _attempt(
 
 
 def run_script(
-    script: CheckedScript, params: Sequence[str], timeout_seconds: float, retries: int
+    script: CheckedScript,
+    params: Sequence[str],
+    timeout_seconds: float,
+    retries: int,
+    on_start: Optional[OnStart] = None,
 ) -> ScriptResult:
-    """Run the script until it exits 0, at most 1 + `retries` times, all within the timeout."""
+    """Run the script until it exits 0, at most 1 + `retries` times, all within the timeout.
+
+    `on_start(pid, start_time)` is called as each attempt starts.
+    """
     if script.closed:
         raise ValueError(f"the descriptor of {script.path} is already closed")
     start = time.monotonic()
+    warning = script.recheck()
+    if warning and script.sealed_fd < 0:
+        return ScriptResult(
+            script.path, None, 0, 0, False, "", "", f"it was not run: {warning}", warning
+        )
+    if warning:
+        warning += "; the bytes that passed the check ran, not the file as it is now."
     deadline = start + timeout_seconds
     argv = [*command_for(script), *params]
     attempts = 0
     while True:
         attempts += 1
         exit_code, timed_out, stdout, stderr, error = _attempt(
-            argv, script.fd, deadline, dict(SCRIPT_ENV, VMSNAPSHOT_SCRIPT_PATH=script.path)
+            argv,
+            script.run_fd,
+            deadline,
+            dict(SCRIPT_ENV, VMSNAPSHOT_SCRIPT_PATH=script.path),
+            on_start,
         )
         if exit_code == 0 or timed_out or attempts > retries or time.monotonic() >= deadline:
             break
@@ -318,4 +407,5 @@ def run_script(
         stdout_tail=stdout,
         stderr_tail=stderr,
         error=error,
+        warning=warning,
     )

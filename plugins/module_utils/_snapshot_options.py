@@ -6,13 +6,22 @@
 
 Either plain `disks` or the extension settings as Azure sends them; explicit options win over
 what the settings carry. Every error names the option and never shows a SAS signature.
+
+Everything is refused here, before the run takes the host lock, that could only fail later:
+strings that are not valid text (a lone surrogate that JSON can spell, in any option or in the
+settings) and numbers outside their documented ranges (a huge ``snapshot_timeout`` overflows
+date arithmetic after the snapshot).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 
+from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._prepost_config import (
+    unencodable,
+)
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._sas import parse_sas_uri
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._settings import (
     parse_extension_settings,
@@ -29,6 +38,7 @@ from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._status_c
 METADATA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 HEADER_VALUE = re.compile(r"[\x20-\x7e]*")
 MAX_FREEZE_SECONDS_LIMIT = 600
+MAX_SNAPSHOT_TIMEOUT = 600.0
 
 
 def _bad(message: str) -> VmSnapshotError:
@@ -50,7 +60,18 @@ def _metadata(value: dict) -> dict[str, str]:
     return metadata
 
 
+def _text_only(value: object, what: str) -> None:
+    where = unencodable(value, what)
+    if where is not None:
+        raise _bad(
+            f"{where} is not valid text (it holds a lone surrogate or another "
+            "character that cannot be encoded)."
+        )
+
+
 def request_from_params(params: dict) -> SnapshotRequest:
+    for option, value in params.items():
+        _text_only(value, f"option {option}")
     settings = None
     if params.get("settings") is not None or params.get("protected_settings") is not None:
         settings = parse_extension_settings(
@@ -71,8 +92,12 @@ def request_from_params(params: dict) -> SnapshotRequest:
             f"max_freeze_seconds is {max_freeze}; it must be between 1 and "
             f"{MAX_FREEZE_SECONDS_LIMIT}."
         )
-    if not params["snapshot_timeout"] > 0:  # also NaN
-        raise _bad(f"snapshot_timeout is {params['snapshot_timeout']}; it must be positive.")
+    timeout = params["snapshot_timeout"]
+    if not (math.isfinite(timeout) and 0 < timeout <= MAX_SNAPSHOT_TIMEOUT):  # also NaN
+        raise _bad(
+            f"snapshot_timeout is {timeout}; it must be a number above 0 and at most "
+            f"{MAX_SNAPSHOT_TIMEOUT:g}."
+        )
     for option in ("state_dir", "log_dir"):
         # A relative path depends on the module's working directory: two runs would not share
         # the host lock.
@@ -85,6 +110,12 @@ def request_from_params(params: dict) -> SnapshotRequest:
 
     metadata = dict(settings.backup_metadata) if settings else {}
     metadata.update(_metadata(params["backup_metadata"] or {}))
+    if settings is not None:  # what the settings' base64 documents carried
+        _text_only(
+            [settings.task_id, settings.command_start_ticks, settings.vm_type, metadata],
+            "a value in the settings",
+        )
+        _text_only([(sas.blob_url, sorted(sas.query.items())) for sas in disks], "a disk URI")
     return SnapshotRequest(
         disks=disks,
         config_path=params["config_path"],

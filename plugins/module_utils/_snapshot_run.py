@@ -16,6 +16,7 @@ anything else, runs the post-scripts of a record it finds (after the same checks
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import threading
@@ -45,6 +46,9 @@ from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._prepost_
 )
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._run_log import RunLog
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._sas import SasUri, redact
+from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._script_runner import (
+    end_group,
+)
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._status_codes import (
     Status,
     VmSnapshotError,
@@ -93,6 +97,14 @@ class SnapshotRequest:
     state_dir: str = DEFAULT_STATE_DIR
 
 
+class RunInterrupted(Exception):
+    """Raised by the module's SIGINT/SIGTERM handler; the run finishes as for any failure."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(f"interrupted by {signal_name}")
+        self.signal_name = signal_name
+
+
 def _ms(start_ns: int, end_ns: int) -> float:
     return round((end_ns - start_ns) / 1e6, 3)
 
@@ -111,6 +123,10 @@ class SnapshotRun:
         self.scripts: dict[str, object] = {}
         # How the freeze was done: expedited or why not, which thaw backstop was armed.
         self.freeze_facts: dict[str, object] = {}
+        # The record of this run between its pre- and post-scripts, and how far it got.
+        self._pending: _interrupted_run.PendingRun | None = None
+        self._pre_attempted = False
+        self._post_done = False
 
     def run(self) -> dict:
         request = self.request
@@ -136,14 +152,28 @@ class SnapshotRun:
                     "The snapshot command is more than 140 minutes old; no snapshot was taken.",
                 )
             return self._run_locked()
+        except VmSnapshotError:
+            raise
+        except Exception as exc:  # RunInterrupted included: a code, a status, never a traceback
+            return self._unexpected(exc, None)
         finally:
             lock.release()
+
+    def _note_script(self, pid: int, started: int) -> None:
+        """Add a script process to the record, so a later run can end it if this run dies."""
+        if self._pending is None:
+            return
+        self._pending.scripts.append([pid, started])
+        # A state dir that cannot be written was already warned of by _record_pending_post.
+        with contextlib.suppress(OSError):
+            _interrupted_run.record(self.request.state_dir, self._pending)
 
     def _record_pending_post(self) -> None:
         request = self.request
         pending = _interrupted_run.PendingRun(
             os.getpid(), request.task_id, request.config_path, request.host_config_path
         )
+        self._pending = pending
         try:
             _interrupted_run.record(request.state_dir, pending)
         except OSError as exc:  # the run goes on; only its recovery after a kill is lost
@@ -151,6 +181,14 @@ class SnapshotRun:
                 f"Cannot record the run in {request.state_dir} ({exc.strerror}): if this run "
                 "dies after its pre-script, the next run will not run the post-script for it."
             )
+
+    def _end_earlier_scripts(self, pending: _interrupted_run.PendingRun) -> None:
+        """End the script processes an interrupted run left running (before its post-scripts)."""
+        for pid, started in pending.scripts:
+            ended = end_group(pid, started)
+            if ended:
+                self.log.warning(ended)
+                self.warnings.append(f"An earlier run's script was still running: {ended}.")
 
     def _recover_interrupted_run(self) -> None:
         """Run the post-scripts of an earlier run that stopped after its pre-script started."""
@@ -165,6 +203,7 @@ class SnapshotRun:
         else:
             if pending is None:
                 return
+            self._end_earlier_scripts(pending)
             earlier = f"An earlier run (pid {pending.pid}, task {pending.task_id})"
             with _prepost.precheck(pending.config_path, pending.host_config_path) as precheck:
                 if precheck.status == Status.success:
@@ -225,6 +264,7 @@ class SnapshotRun:
             pre = None
             if precheck.status == Status.success:
                 self._record_pending_post()
+                self._pre_attempted = True
                 pre = self._phase("pre", _prepost.run_pre, precheck)
             pre_status = pre.status if pre else None
             snapshot_status = None
@@ -245,8 +285,15 @@ class SnapshotRun:
             post = None
             if precheck.status == Status.success:
                 post = self._phase("post", _prepost.run_post, precheck)
+                self._post_done = True
                 _interrupted_run.clear(self.request.state_dir)
             return self._report(precheck, pre, post, snapshot_status, self.snapshots)
+        except VmSnapshotError as exc:
+            if not self._pre_attempted:
+                raise  # nothing ran yet: the module reports the code, as for bad input
+            return self._unexpected(exc, precheck)
+        except Exception as exc:  # RunInterrupted included
+            return self._unexpected(exc, precheck)
         finally:
             for endpoint in endpoints:
                 endpoint.close()
@@ -287,11 +334,56 @@ class SnapshotRun:
 
     def _phase(self, name: str, runner, precheck):
         start = time.monotonic_ns()
-        result = runner(precheck)
+        result = runner(precheck, on_start=self._note_script)
         self.timings[f"{name}_ms"] = _ms(start, time.monotonic_ns())
         self.scripts[name] = result.as_dict()
+        for warning in result.warnings:
+            self.log.warning(warning)
+            self.warnings.append(warning)
         self.log.info(f"{name}-script phase: {result.status.name}")
         return result
+
+    def _unexpected(self, exc: Exception, precheck) -> dict:
+        """The second line of defence: whatever failed, the post-scripts of a run whose
+        pre-scripts were attempted still run, the status is written and a code returned."""
+        if isinstance(exc, VmSnapshotError):
+            status, message = exc.status, exc.message
+        elif isinstance(exc, RunInterrupted):
+            status, message = Status.error, f"The run was interrupted by {exc.signal_name}."
+        else:
+            status = Status.error
+            message = f"The run failed unexpectedly ({type(exc).__name__}: {str(exc)!a})."
+        self.log.error(message)
+        if self._pre_attempted and not self._post_done and precheck is not None:
+            try:
+                post = self._phase("post", _prepost.run_post, precheck)
+                self._post_done = True
+                _interrupted_run.clear(self.request.state_dir)
+                message += f" The post-scripts ran: {post.message}"
+            except Exception as again:  # the record stays: the next run runs them
+                message += (
+                    f" The post-scripts could not run ({type(again).__name__}); the next run "
+                    "runs them first."
+                )
+        try:
+            return self._result(
+                status,
+                "none",
+                message=message,
+                snapshots=self.snapshots,
+                changed=any(s.ok for s in self.snapshots),
+            )
+        except Exception as again:
+            return {
+                "changed": any(s.ok for s in self.snapshots),
+                "consistency": "none",
+                "status_code": int(status),
+                "status_name": status.name,
+                "message": redact(
+                    f"{message} The status could not be written ({type(again).__name__})."
+                ),
+                "warnings": self.warnings,
+            }
 
     def _mount_points(self, freeze_enabled: bool) -> list[str]:
         if not freeze_enabled:

@@ -171,6 +171,7 @@ from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._prepost 
 )
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._redact import guard_module
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._status_codes import (
+    Status,
     describe,
     result_fields,
 )
@@ -185,8 +186,14 @@ def main() -> None:
         supports_check_mode=True,
     )
     guard_module(module)  # everything it prints is scrubbed of secrets, in any spelling
-    with precheck(module.params["config_path"], module.params["host_config_path"]) as check:
-        plugins = [plugin.as_dict() for plugin in check.plugins]
+    try:
+        with precheck(module.params["config_path"], module.params["host_config_path"]) as check:
+            plugins = [plugin.as_dict() for plugin in check.plugins]
+    except Exception as exc:  # the last resort: a code and a sentence, never a traceback
+        module.fail_json(
+            msg=f"The check failed unexpectedly ({type(exc).__name__}: {str(exc)!a}).",
+            **result_fields(Status.error),
+        )
     for warning in check.warnings:
         module.warn(warning)
     module.exit_json(

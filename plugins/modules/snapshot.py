@@ -263,6 +263,7 @@ status_file:
 
 import os
 import platform
+import signal
 import sys
 
 from ansible.module_utils.basic import AnsibleModule
@@ -273,6 +274,7 @@ from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._snapshot
     request_from_params,
 )
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._snapshot_run import (
+    RunInterrupted,
     run_snapshot,
 )
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._status_codes import (
@@ -280,6 +282,14 @@ from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._status_c
     VmSnapshotError,
     result_fields,
 )
+
+
+def _interrupt_once(signum: int, _frame: object) -> None:
+    """SIGINT/SIGTERM: the run stops where it is and finishes (thaw, post-scripts, status).
+    A second signal is ignored, so that it cannot cut that cleanup short."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise RunInterrupted(signal.Signals(signum).name)
 
 
 def main() -> None:
@@ -322,9 +332,16 @@ def main() -> None:
         )
     try:
         request = request_from_params(module.params)
+        signal.signal(signal.SIGINT, _interrupt_once)
+        signal.signal(signal.SIGTERM, _interrupt_once)
         result = run_snapshot(request, check_mode=module.check_mode)
     except VmSnapshotError as exc:
         module.fail_json(msg=exc.message, **result_fields(exc.status))
+    except RunInterrupted as exc:  # before the run could take it over: nothing ran
+        module.fail_json(
+            msg=f"The run was interrupted by {exc.signal_name}; it did nothing.",
+            **result_fields(Status.error),
+        )
     except Exception as exc:  # the last resort: a code and a sentence, never a traceback
         module.fail_json(
             msg=f"The snapshot run failed unexpectedly: {redact(str(exc))}",

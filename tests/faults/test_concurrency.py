@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from fault_support import SOAK, ModuleProcess, run_module_process, snapshot_args, summary
 
@@ -58,39 +60,62 @@ def test_two_runs_on_one_host_at_once(
     scenario.assert_held()
 
 
-def test_two_runs_with_separate_state_on_one_filesystem(
+def test_two_runs_with_separate_state_directories_share_one_host_lock(
     figures, make_app, meter, proxy, proxied_disks, loop_ext4, tmp_path
 ):
-    """Two independent runs (no shared lock) freeze the same filesystem: the second gets 121
-    and leaves the first one's freeze alone; both run their post-scripts."""
+    """Two runs with their own state and log directories, started at varied offsets: the host
+    lock is one per host whatever the state directory, so while one run holds the application
+    the other stops before running anything (the snapshot of one can never be taken after the
+    other's post-script released the application); both applications end released."""
     scenario = figures.scenario(
-        "two-runs-one-filesystem",
+        "two-state-dirs-one-host",
         "concurrency",
-        "two runs without a shared lock, one filesystem",
+        "two runs with separate state directories on one host",
         deadline=DEADLINE,
     )
     proxy.rules[:] = [Rule(is_snapshot, delay=0.5)]
-    apps = [make_app("app-a"), make_app("app-b")]
-    argsets = [
-        snapshot_args(
-            proxied_disks(1), each, {"state_dir": str(tmp_path / f"state-{name}"),
-                                     "log_dir": str(tmp_path / f"logs-{name}")},
-            [loop_ext4], max_freeze_seconds=DEADLINE,
-        )
-        for name, each in zip("ab", apps)
-    ]  # fmt: skip
-    for index in range(3 * SOAK):
-        with scenario.case(f"pair {index}", raise_at_exit=False) as case:
+    rng = random.Random(16_7)
+    for index in range(4 * SOAK):
+        apps = [make_app(f"app-{index}-a"), make_app(f"app-{index}-b")]
+        argsets = [
+            snapshot_args(
+                proxied_disks(1), each, {"state_dir": str(tmp_path / f"state-{index}-{name}"),
+                                         "log_dir": str(tmp_path / f"logs-{index}-{name}")},
+                [loop_ext4], max_freeze_seconds=DEADLINE,
+            )
+            for name, each in zip("ab", apps)
+        ]  # fmt: skip
+        offset = rng.uniform(0.0, 0.8)
+        with scenario.case(f"pair {index} (+{offset:.2f} s)", raise_at_exit=False) as case:
             started = time.monotonic()
-            results = both(*argsets, tmp_path)
-            for number, (_result, run) in enumerate(results):
+            first = ModuleProcess(argsets[0], tmp_path)
+            time.sleep(offset)
+            second = ModuleProcess(argsets[1], tmp_path)
+            results = [(first.finish(), first), (second.finish(), second)]
+            outcomes = []
+            for number, ((result, run), each) in enumerate(zip(results, apps)):
                 case.module_output(run, f"run{number}")
-            outcomes = sorted(outcome(result) for result, _run in results)
-            case.check(outcomes in (["0", "121"], ["0", "0"]), f"outcomes {outcomes}")
-            case.frozen(meter, started, BOUND)
-            for each in apps:
+                outcomes.append(outcome(result))
+                if outcome(result) == "locked out":
+                    case.check(each.entries() == [], f"a locked-out run ran {each.entries()}")
+                else:
+                    case.check(each.entries() == ONE_PAIR, f"scripts: {each.entries()}")
+                    case.check(
+                        result and (Path(result.get("status_file") or "/nonexistent")).exists(),
+                        "no status file",
+                    )
                 case.check(each.lock_free(), "an application's lock is still held")
-            scenario.note(" + ".join(outcomes))
+            # Both may finish only when they did not overlap at all (the first was done).
+            case.check(
+                sorted(outcomes) in (["0", "locked out"], ["0", "0"]), f"outcomes {outcomes}"
+            )
+            if sorted(outcomes) == ["0", "0"]:
+                case.check(offset > 0.5, f"both ran although started {offset:.2f} s apart")
+            case.frozen(meter, started, BOUND)
+            case.check(
+                meter.writable_after(time.monotonic(), 2.0), "the filesystem is not writable"
+            )
+            scenario.note(" + ".join(sorted(outcomes)))
     scenario.assert_held()
 
 

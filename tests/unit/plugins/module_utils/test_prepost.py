@@ -100,7 +100,7 @@ def test_a_good_configuration_passes_and_holds_its_scripts_open(site, no_host):
     assert check.host_config_path is None and check.host_timeout_seconds == 1800
     [plugin] = check.plugins
     assert (plugin.pre.path, plugin.post.path) == (site.pre, site.post)
-    assert len(open_fds() - before) == 2
+    assert len(open_fds() - before) == 4  # each script: its file and its sealed copy
     check.close()
     assert open_fds() == before
     assert site.runs() == []  # the precheck runs nothing

@@ -96,7 +96,7 @@ def test_death_by_signal_is_a_negative_exit_code(script):
 def test_a_bash_shebang_is_honoured(script):
     body = '#!/bin/bash\n[[ -n "$BASH_VERSION" ]] && echo "bash"\nreadlink /proc/$$/exe\n'
     checked = script(body)
-    assert command_for(checked) == [f"/proc/self/fd/{checked.fd}"]
+    assert command_for(checked) == [f"/proc/self/fd/{checked.run_fd}"]
     result = run_script(checked, [], 10, 0)
     assert result.ok, result.stderr_tail
     assert result.stdout_tail == "bash\n/usr/bin/bash\n"
@@ -104,9 +104,9 @@ def test_a_bash_shebang_is_honoured(script):
 
 def test_a_script_without_shebang_runs_under_bin_sh(script):
     checked = script("readlink /proc/$$/exe\necho $0\n")
-    assert command_for(checked) == ["/bin/sh", f"/proc/self/fd/{checked.fd}"]
+    assert command_for(checked) == ["/bin/sh", f"/proc/self/fd/{checked.run_fd}"]
     result = run_script(checked, [], 10, 0)
-    assert result.stdout_tail == f"{os.path.realpath('/bin/sh')}\n/proc/self/fd/{checked.fd}\n"
+    assert result.stdout_tail == f"{os.path.realpath('/bin/sh')}\n/proc/self/fd/{checked.run_fd}\n"
 
 
 @pytest.mark.parametrize(
