@@ -31,7 +31,7 @@ from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._snapshot
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._status_document import (
     parse_status_document,
 )
-from harness.faultproxy import FaultProxy, Rule, any_request, is_snapshot
+from harness.faultproxy import FaultProxy, Rule, any_request, is_open, is_snapshot
 
 DEADLINE = 2
 # The documented margin, plus the process's own start (Python, imports, the pre-script) on a
@@ -49,6 +49,8 @@ class Stall:
     rule: Callable[[], Rule]
     code: int  # the run's code
     warning: Optional[str] = None  # a warning the result must carry
+    logged: Optional[str] = None  # a line extension.log must carry
+    scripts: tuple = tuple(ALL_SCRIPTS)  # the scripts that must have run
     args: dict = field(default_factory=dict)
 
 
@@ -68,6 +70,22 @@ def endless(status: int, headers: Optional[dict] = None) -> Callable[[], Rule]:
 
 
 STALLS = [
+    Stall(
+        "connect: headers trickled, 0.4 s a byte",
+        "open",
+        trickle_head(0.4),
+        76,
+        scripts=(),
+        args={"snapshot_timeout": 60},
+    ),
+    Stall(
+        "renewal after the pre-script: headers trickled",
+        "refresh",
+        trickle_head(0.2),
+        0,
+        logged="did not answer again",
+        args={"snapshot_timeout": 60},
+    ),
     Stall("snapshot: headers trickled, 0.6 s a byte", "snapshot", trickle_head(0.6), 76),
     Stall("snapshot: headers trickled, 0.15 s a byte", "snapshot", trickle_head(0.15), 76),
     Stall(
@@ -139,12 +157,15 @@ def test_a_stalling_server_cannot_hold_the_run(
         proxy = FaultProxy(azurite.host, azurite.port)
         try:
             rule = stall.rule()
-            if stall.where == "snapshot":
-                rule.matches = is_snapshot
+            rules = [rule]
+            if stall.where in ("snapshot", "open", "refresh"):
+                rule.matches = is_snapshot if stall.where == "snapshot" else is_open
                 disk_sas = proxy.url_for(disk.sas)
             else:
                 disk_sas = disk.sas
-            proxy.rules[:] = [rule]
+            if stall.where == "refresh":  # the first properties call (connect) goes through
+                rules.insert(0, Rule(is_open, times=1))
+            proxy.rules[:] = rules
             blobs = {
                 "status_blob_uri": proxy.url_for(status_sas)
                 if stall.where in ("status", "both") else status_sas,
@@ -166,16 +187,19 @@ def test_a_stalling_server_cannot_hold_the_run(
         bound = DEADLINE + MARGIN + START_UP
         case.check(took <= bound, f"the module returned after {took:.1f} s (bound {bound:.1f} s)")
         case.check(result and result.get("status_code") == stall.code, summary(result))
-        case.check(app.entries() == ALL_SCRIPTS, f"scripts: {app.entries()}")
+        case.check(app.entries() == list(stall.scripts), f"scripts: {app.entries()}")
         case.check(app.lock_free(), "the application's lock is still held")
         local = case.outputs(tmp_path / "state", tmp_path / "logs")
         case.check(local and local["blob"]["code"] == stall.code, "the local status document")
+        if stall.logged:
+            log = tmp_path / "logs" / "extension.log"
+            case.check(log.exists() and stall.logged in log.read_text(), "not in the log")
         if stall.warning:
             case.check(
                 any(stall.warning in text for text in warnings_of(result)),
                 f"no warning {stall.warning!r}: {warnings_of(result)}",
             )
-        if stall.where == "snapshot":
+        if stall.where in ("snapshot", "open", "refresh"):
             container, name = status_sas.split("?")[0].split("/")[-2:]
             text = azurite.read_blob(container, name).decode()
             case.save("status-blob.json", text)
