@@ -49,6 +49,12 @@ _FORBIDDEN = {
     KIND_SCRIPT: 0o7077,
     KIND_SUPPORT: 0o7022,
 }
+_WANTED = {
+    KIND_CONFIG: "no owner execute, no group or other bits, e.g. 0600",
+    KIND_HOST_CONFIG: "group and other may at most read, e.g. 0600",
+    KIND_SCRIPT: "no group or other bits and no setuid/setgid, as the snapshot requires: 0700",
+    KIND_SUPPORT: "not writable by group or other, no setuid/setgid, e.g. 0700",
+}
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
 _MAX_LINK_HOPS = 40
@@ -112,7 +118,7 @@ def parse_mode(value: Any, what: str, kind: str) -> int:
     if mode > 0o7777 or mode & _FORBIDDEN[kind]:
         raise ApplyError(
             f"{what}: the mode {text} is not allowed; it must leave out the bits "
-            f"{_FORBIDDEN[kind]:04o} (nothing writable by group or other, no setuid/setgid)."
+            f"{_FORBIDDEN[kind]:04o} ({_WANTED[kind]})."
         )
     return mode
 
