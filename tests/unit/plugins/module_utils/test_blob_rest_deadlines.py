@@ -187,3 +187,30 @@ def _rss_kib() -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+
+@pytest.mark.parametrize("stall", ["trickle_head", "blackhole", "endless"])
+def test_a_restore_call_ends_by_its_timeout(server, stall):
+    """snapshot_restore's calls (properties, copy, polls) each end by the absolute timeout."""
+    from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._restore import (
+        request_from_params,
+        restore,
+    )
+
+    server.rules[:] = [Rule(any_request, action=stall, delay=0.2, status=200)]
+    base = f"http://127.0.0.1:{server.port}/devstoreaccount1/c"
+    request = request_from_params(
+        {
+            "snapshot_uri": f"{base}/disk.vhd?snapshot=2026-01-01T00:00:00Z&sp=r&sig={SIG}",
+            "snapshot": None,
+            "destination_uri": f"{base}/new.vhd?sp=rcw&sig={SIG[-3::-1]}==",
+            "overwrite": False,
+            "force": False,
+            "timeout": 0.8,
+            "wait_timeout": 30,
+        }
+    )
+    outcome, took = timed(lambda: restore(request, check_mode=False))
+    assert isinstance(outcome, VmSnapshotError)
+    assert took <= 0.8 + SLACK
+    assert SIG[:12] not in outcome.message
