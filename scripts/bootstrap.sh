@@ -67,6 +67,19 @@ if [ ! -f "$get_pip" ] || ! ls "$wheel_dir"/pip-"$pip_version"-*.whl >/dev/null 
   install -m 0644 "$ROOT/scripts/get_pip_standin.py" "$get_pip"
 fi
 
+# The versions stage runs the playbooks on every older ansible-core minor the collection claims
+# (meta/runtime.yml); the main .venv carries the newest. One small venv each, made when missing.
+for core in 2.16.19 2.17.14 2.18.19; do
+  venv="$ROOT/.cache/ansible-core-${core%.*}"
+  if [ "$(cat "$venv/.pinned" 2>/dev/null)" != "$core" ]; then
+    say "creating $venv (ansible-core $core)"
+    rm -rf "$venv"
+    "$python_bin" -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check "ansible-core==$core"
+    echo "$core" >"$venv/.pinned"
+  fi
+done
+
 link="$ROOT/.cache/collections/ansible_collections/appconsistent/vmsnapshot"
 if [ "$(readlink "$link" 2>/dev/null)" != "../../../.." ]; then
   mkdir -p "$(dirname "$link")"

@@ -16,7 +16,7 @@ LOGS="$ROOT/tests/output/logs"
 rm -rf "$LOGS"
 mkdir -p "$LOGS"
 
-all_stages=(lint sanity unit system integration molecule fleet faults databases build secrets leftovers)
+all_stages=(lint sanity unit system integration molecule versions fleet faults databases build secrets leftovers)
 stages=("$@")
 ((${#stages[@]})) || stages=("${all_stages[@]}")
 
@@ -64,6 +64,18 @@ stage_molecule() {
     scenario=$(basename "$(dirname "$scenario")")
     molecule test -s "$scenario" || return
   done
+}
+
+# The playbooks (configure, preflight, snapshot, restore, survey typos) on each older ansible-core
+# minor that meta/runtime.yml claims; the newest is the .venv's, which every other stage runs.
+stage_versions() {
+  local core failed=0
+  for core in 2.16 2.17 2.18; do
+    echo "== ansible-core $core"
+    VMSNAPSHOT_ANSIBLE_BIN="$ROOT/.cache/ansible-core-$core/bin" VMSNAPSHOT_ANSIBLE_CORE=$core \
+      pytest -q tests/versions || failed=1
+  done
+  return "$failed"
 }
 
 stage_fleet() { pytest -q tests/fleet; }

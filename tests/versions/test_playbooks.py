@@ -1,0 +1,182 @@
+"""The collection's playbooks on one ansible-core version, end to end on localhost.
+
+The `versions` stage of scripts/test.sh runs this file once per ansible-core minor the collection
+claims (meta/runtime.yml), with VMSNAPSHOT_ANSIBLE_BIN naming that version's bin directory; by
+default it is the checkout's .venv. Real parts: a loop-mounted ext4 made for the test (the only
+filesystem frozen), page blobs in Azurite, the example pre/post-scripts, ansible-playbook.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.modules import COLLECTIONS, REPO_ROOT
+
+BIN = Path(os.environ.get("VMSNAPSHOT_ANSIBLE_BIN", REPO_ROOT / ".venv" / "bin"))
+
+
+def ansible_playbook(
+    playbook: str, extra_vars: dict, tmp_path: Path, *options: str
+) -> subprocess.CompletedProcess:
+    vars_file = tmp_path / f"vars-{len(list(tmp_path.glob('vars-*')))}.json"
+    vars_file.write_text(json.dumps(extra_vars))
+    command = [str(BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local", playbook]
+    command += ["-e", f"@{vars_file}", *options]
+    env = dict(
+        os.environ,
+        LANG="C.UTF-8",
+        ANSIBLE_COLLECTIONS_PATH=str(COLLECTIONS),
+        ANSIBLE_PYTHON_INTERPRETER=str(BIN / "python"),
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_SHOW_CUSTOM_STATS="1",
+        ANSIBLE_RETRY_FILES_ENABLED="0",
+    )
+    return subprocess.run(
+        command, capture_output=True, text=True, env=env, timeout=300, check=False
+    )
+
+
+def snapshot_when_host_is_free(extra_vars: dict, tmp_path: Path) -> subprocess.CompletedProcess:
+    """The snapshot playbook; again while another test's run holds this machine's host lock."""
+    deadline = time.monotonic() + 180
+    while True:
+        done = ansible_playbook("appconsistent.vmsnapshot.snapshot", extra_vars, tmp_path)
+        if "holds the host lock" not in done.stdout or time.monotonic() > deadline:
+            return done
+        time.sleep(3)
+
+
+def output(done: subprocess.CompletedProcess) -> str:
+    return f"rc={done.returncode}\n{done.stdout}\n--- stderr ---\n{done.stderr}"
+
+
+def test_ansible_core_version_is_the_one_asked_for():
+    done = subprocess.run(
+        [str(BIN / "ansible"), "--version"], capture_output=True, text=True, check=True
+    )
+    wanted = os.environ.get("VMSNAPSHOT_ANSIBLE_CORE")
+    if wanted:
+        assert f"[core {wanted}" in done.stdout, done.stdout
+
+
+def test_configure_preflight_snapshot_restore(tmp_path, azurite, blob_disks, loop_ext4):
+    config_dir = tmp_path / "etc-azure"
+    state_file = tmp_path / "example.quiesced"
+    common = {"target_hosts": "localhost", "vmsnapshot_become": False}
+    configure = {
+        **common,
+        "configure_prepost_config_dir": str(config_dir),
+        "configure_prepost_pre_script_src": "examples/pre-script.sh",
+        "configure_prepost_post_script_src": "examples/post-script.sh",
+        "configure_prepost_pre_script_params": [str(state_file)],
+        "configure_prepost_post_script_params": [str(state_file)],
+    }
+    done = ansible_playbook("appconsistent.vmsnapshot.configure", configure, tmp_path)
+    assert done.returncode == 0, output(done)
+    assert (config_dir / "VMSnapshotScriptPluginConfig.json").is_file()
+
+    # The same path for the preflight and the snapshot, as the playbooks' docs ask.
+    paths = {"snapshot_config_path": str(config_dir / "VMSnapshotScriptPluginConfig.json")}
+    done = ansible_playbook(
+        "appconsistent.vmsnapshot.preflight",
+        {**common, **paths, "snapshot_preflight_required_consistency": "application"},
+        tmp_path,
+    )
+    assert done.returncode == 0, output(done)
+    assert "1 of 1 hosts would get an application-consistent snapshot" in done.stdout, output(done)
+
+    disks = blob_disks(2)
+    (loop_ext4.mount_point and Path(loop_ext4.mount_point, "data")).write_bytes(b"before")
+    snapshot = {
+        **common,
+        **paths,
+        # One comma-separated string, as a survey or a credential injector delivers it.
+        "snapshot_disks": ",".join(disk.sas for disk in disks),
+        "snapshot_freeze_mounts": [loop_ext4.mount_point],
+        "snapshot_max_freeze_seconds": 20,
+        "snapshot_log_dir": str(tmp_path / "log"),
+        "snapshot_state_dir": str(tmp_path / "state"),
+        "snapshot_required_consistency": "application",
+    }
+    done = snapshot_when_host_is_free(snapshot, tmp_path)
+    assert done.returncode == 0, output(done)
+    assert "1 of 1 hosts ok; application 1, filesystem 0, crash 0, none 0" in done.stdout, output(
+        done
+    )
+    for disk in disks:
+        assert disk.sas.split("?", 1)[1] not in done.stdout
+    # The blob service's own word: one application-consistent snapshot per disk, and the
+    # summary published for AWX names it.
+    taken = []
+    for disk in disks:
+        snapshots = azurite.list_snapshots(disk.container, disk.name)
+        assert len(snapshots) == 1, snapshots
+        assert snapshots[0]["metadata"]["appconsistentLevel"] == "application"
+        assert (
+            azurite.read_snapshot(disk.container, disk.name, snapshots[0]["snapshot"])
+            == disk.content
+        )
+        taken.append(snapshots[0]["snapshot"])
+        assert f"?snapshot={snapshots[0]['snapshot']}" in done.stdout, output(done)
+    assert Path(loop_ext4.mount_point, "data").read_bytes() == b"before"
+    assert not state_file.exists()  # the post-script ran
+
+    destination = azurite.blob_sas(disks[0].container, "restored.vhd", permissions="rcw")
+    restore = {
+        "target_hosts": "localhost",
+        "restore_disks": [
+            {"snapshot_uri": disks[0].sas, "snapshot": taken[0], "destination_uri": destination}
+        ],
+        "restore_wait_timeout": 60,
+    }
+    done = ansible_playbook("appconsistent.vmsnapshot.restore", restore, tmp_path)
+    assert done.returncode == 0, output(done)
+    assert azurite.read_blob(disks[0].container, "restored.vhd") == disks[0].content
+
+
+@pytest.mark.parametrize(
+    ("extra_vars", "names"),
+    [
+        ({"target_hosts": "databsaes"}, "target_hosts"),
+        ({"target_hosts": "localhost", "vmsnapshot_serial": "abc"}, "vmsnapshot_serial"),
+        (
+            {
+                "target_hosts": "localhost",
+                "vmsnapshot_become": False,
+                "snapshot_freeze_mounts": "/mnt/a",
+            },
+            "snapshot_freeze_mounts",
+        ),
+        (
+            {
+                "target_hosts": "localhost",
+                "vmsnapshot_become": False,
+                "snapshot_disks": '["https://a/b?sig=x"',
+            },
+            "snapshot_disks",
+        ),
+    ],
+    ids=["no-host", "serial", "string-for-list", "bad-json"],
+)
+def test_survey_typos_fail_the_job_naming_the_variable(tmp_path, extra_vars, names):
+    done = ansible_playbook("appconsistent.vmsnapshot.snapshot", extra_vars, tmp_path)
+    text = output(done)
+    assert done.returncode != 0, text
+    assert names in text, text
+    assert "Unexpected Exception" not in text and "Traceback" not in text, text
+    # Stopped before anything could change: the module never ran.
+    assert "Take the application-consistent snapshot] *" not in done.stdout, text
+    if names.startswith("snapshot_"):
+        # The role's input check failed: the summary for AWX is still published, with the reason.
+        assert (
+            "CUSTOM STATS" in done.stdout and f"{names}" in done.stdout.split("CUSTOM STATS")[1]
+        ), text
+    else:
+        assert "PLAY [Take application-consistent snapshots]" not in done.stdout, text
+    assert "sig=x" not in text
