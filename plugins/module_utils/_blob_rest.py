@@ -10,11 +10,12 @@ filesystems are frozen (`create_snapshot`) needs no DNS lookup, and no import ei
 this file uses, also on its error paths, is imported here at load time.
 
 Time bounds: every call ends by one absolute deadline, a `time.monotonic()` value: the
-`deadline` given, or `timeout` seconds after the call starts. Connecting, the TLS handshake,
-sending (in pieces), the status line, every header line and every body read each wait at most
-`min(timeout, deadline - now)`, so a server that trickles one byte at a time cannot stretch the
-call past its deadline; the single reconnect is only tried while time is left. `abort()` shuts
-the socket down from another thread (for a caller that stops waiting).
+`deadline` given, or `timeout` seconds after the call starts. The name lookup (in a daemon
+thread), connecting, the TLS handshake, sending (in pieces), the status line, every header line
+and every body read each wait at most `min(timeout, deadline - now)`, so a server that trickles
+one byte at a time cannot stretch the call past its deadline; the single reconnect is only
+tried while time is left. `abort()` shuts the socket down from another thread (for a caller
+that stops waiting).
 
 Size bounds: a status line or header line longer than 64 KiB, or more than 100 headers, is an
 invalid answer (http.client's own limits); a body is read up to `MAX_BODY_BYTES` (the rest is
@@ -33,6 +34,7 @@ import re
 import select
 import socket
 import ssl
+import threading
 import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional
@@ -240,6 +242,27 @@ class _SocketView:
         # so a "Connection: close" answer can still be read after http.client closes it.
         self._sock._io_refs += 1
         return io.BufferedReader(_DeadlineReader(self._sock, self._clock))
+
+
+def _resolve(host: str, port: int, clock: _Clock) -> list:
+    """getaddrinfo() within the time left: a resolver that hangs cannot hold the call.
+
+    Done once per endpoint, before anything is frozen; the lookup thread is a daemon.
+    """
+    found: dict = {}
+
+    def look_up() -> None:
+        try:
+            found["addresses"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            found["error"] = exc
+
+    thread = threading.Thread(target=look_up, name="blob-resolve", daemon=True)
+    thread.start()
+    thread.join(clock.left())
+    if "addresses" in found:
+        return found["addresses"]
+    raise found.get("error") or socket.timeout(f"resolving {host} timed out")
 
 
 def _connect_first(addresses: list, clock: _Clock) -> tuple:
@@ -516,7 +539,7 @@ class BlobEndpoint:
         clock.left()
         sas = self.sas
         if self._addresses is None:
-            self._addresses = socket.getaddrinfo(sas.host, sas.port, type=socket.SOCK_STREAM)
+            self._addresses = _resolve(sas.host, sas.port, clock)
         if sas.scheme == "https":
             if self._ssl_context is None:
                 self._ssl_context = ssl.create_default_context()

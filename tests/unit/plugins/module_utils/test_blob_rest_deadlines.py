@@ -214,3 +214,24 @@ def test_a_restore_call_ends_by_its_timeout(server, stall):
     assert isinstance(outcome, VmSnapshotError)
     assert took <= 0.8 + SLACK
     assert SIG[:12] not in outcome.message
+
+
+def test_a_hanging_name_lookup_ends_by_the_deadline(monkeypatch):
+    release = threading.Event()
+
+    def hang(*args, **kwargs):
+        release.wait(10)
+        return []
+
+    monkeypatch.setattr("socket.getaddrinfo", hang)
+    sas = parse_sas_uri(
+        f"https://acct.blob.core.windows.net/c/disk.vhd?sv=1&sp=rw&sig={SIG}", what="disk 0"
+    )
+    endpoint = BlobEndpoint(sas, timeout=0.5)
+    try:
+        outcome, took = timed(endpoint.get_properties)
+    finally:
+        release.set()
+        endpoint.close()
+    assert isinstance(outcome, VmSnapshotError) and "timed out" in outcome.message
+    assert took <= 0.5 + SLACK
