@@ -21,6 +21,7 @@ exactly until that answer. The long-running operation's final state and `complet
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from dataclasses import dataclass, field
@@ -414,4 +415,30 @@ def _operation_error(answer: Optional[ArmResponse], state: Optional[str]) -> tup
     throttled = code in ("TooManyRequests", "OperationThrottled")
     return message, Status.FailedRetryableSnapshotRateExceeded if throttled else (
         Status.error_http_failure
+    )
+
+
+# The module options every managed-disk module shares (documented in doc_fragments/azure_arm).
+ARM_ARGUMENT_SPEC = dict(
+    arm_endpoint=dict(type="str", default=DEFAULT_ARM_ENDPOINT),
+    imds_endpoint=dict(type="str", default=DEFAULT_IMDS_ENDPOINT),
+    access_token=dict(type="str", no_log=True),
+    managed_identity=dict(
+        type="dict",
+        options=dict(
+            client_id=dict(type="str"),
+            object_id=dict(type="str"),
+            msi_res_id=dict(type="str"),
+        ),
+    ),
+    ca_path=dict(type="path"),
+)
+
+
+def with_managed_disks(request, params: dict):
+    """The snapshot run's request with the `managed_disks` option and its connection added."""
+    if not params.get("managed_disks"):
+        return request
+    return dataclasses.replace(
+        request, managed_disks=targets_from_params(params), arm=settings_from_params(params)
     )

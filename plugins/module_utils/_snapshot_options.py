@@ -83,8 +83,8 @@ def request_from_params(params: dict) -> SnapshotRequest:
             parse_sas_uri(uri, what=f"disks[{index}]")
             for index, uri in enumerate(params["disks"] or [])
         ]
-    if not disks:
-        raise _bad("No disk to snapshot: give at least one blob SAS URI.")
+    if not disks and not params.get("managed_disks"):
+        raise _bad("No disk to snapshot: give at least one blob SAS URI or managed disk.")
 
     max_freeze = params["max_freeze_seconds"]
     if not 1 <= max_freeze <= MAX_FREEZE_SECONDS_LIMIT:

@@ -40,6 +40,12 @@ from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._blob_res
 )
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._guardian import Guardian
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._host_lock import HostLock
+from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._managed_disk import (
+    ArmSettings,
+    ManagedDiskEndpoint,
+    ManagedDiskTarget,
+    ManagedSnapshotResult,
+)
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._prepost_config import (
     DEFAULT_CONFIG_PATH,
     DEFAULT_HOST_CONFIG_PATH,
@@ -95,6 +101,9 @@ class SnapshotRequest:
     vm_type: str | None = None
     log_dir: str = DEFAULT_LOG_DIR
     state_dir: str = DEFAULT_STATE_DIR
+    # Managed disks, snapshotted through Resource Manager beside the page blobs of `disks`.
+    managed_disks: list[ManagedDiskTarget] = field(default_factory=list)
+    arm: ArmSettings | None = None
 
 
 class RunInterrupted(Exception):
@@ -287,6 +296,7 @@ class SnapshotRun:
                 post = self._phase("post", _prepost.run_post, precheck)
                 self._post_done = True
                 _interrupted_run.clear(self.request.state_dir)
+            snapshot_status = self._follow_up(endpoints, snapshot_status)
             return self._report(precheck, pre, post, snapshot_status, self.snapshots)
         except VmSnapshotError as exc:
             if not self._pre_attempted:
@@ -311,16 +321,20 @@ class SnapshotRun:
         timeout = min(self.request.snapshot_timeout, self.request.max_freeze_seconds / 2)
         # One deadline for every disk: many slow disks cannot add up their timeouts.
         deadline = time.monotonic() + timeout
-        for sas in self.request.disks:
-            endpoint = BlobEndpoint(sas, timeout=timeout)
+        made = [BlobEndpoint(sas, timeout=timeout) for sas in self.request.disks]
+        made += [
+            ManagedDiskEndpoint(target, self.request.arm, timeout=timeout)
+            for target in self.request.managed_disks
+        ]
+        for endpoint in made:
             try:
                 endpoint.open(deadline=deadline)
                 endpoints.append(endpoint)
                 outcomes.append(None)
             except VmSnapshotError as exc:
                 endpoint.close()
-                self.log.error(f"disk {sas.blob_url} does not answer: {exc.message}")
-                outcomes.append(SnapshotResult.failure(sas.blob_url, exc))
+                self.log.error(f"disk {endpoint.sas.blob_url} does not answer: {exc.message}")
+                outcomes.append(_failure(endpoint, exc))
         self.timings["connect_ms"] = _ms(start, time.monotonic_ns())
         if all(outcome is None for outcome in outcomes):
             return endpoints, []
@@ -328,9 +342,28 @@ class SnapshotRun:
             Status.error_http_failure, "Not attempted: another disk of this run did not answer."
         )
         return endpoints, [
-            outcome or SnapshotResult.failure(sas.blob_url, not_attempted)
-            for sas, outcome in zip(self.request.disks, outcomes)
+            outcome or _failure(endpoint, not_attempted)
+            for endpoint, outcome in zip(made, outcomes)
         ]
+
+    def _follow_up(self, endpoints: list, snapshot_status: Status | None) -> Status | None:
+        """After the thaw and the post-script: follow each managed-disk snapshot's operation
+        (the background copy) to its end, within snapshot_timeout; a failure found now fails
+        that disk, and a code that came from the per-disk results is worked out again."""
+        managed = [e for e in endpoints if isinstance(e, ManagedDiskEndpoint) and e.result]
+        if not managed or snapshot_status is None:
+            return snapshot_status
+        start = time.monotonic_ns()
+        derived = snapshot_status == snapshot_status_for(self.snapshots)
+        deadline = time.monotonic() + self.request.snapshot_timeout
+        for endpoint in managed:
+            for index, result in enumerate(self.snapshots):
+                if result is endpoint.result:
+                    followed = self.snapshots[index] = endpoint.follow_up(deadline=deadline)
+                    if not followed.ok:
+                        self.log.error(f"disk {endpoint.sas.blob_url}: {followed.error}")
+        self.timings["follow_up_ms"] = _ms(start, time.monotonic_ns())
+        return snapshot_status_for(self.snapshots) if derived else snapshot_status
 
     def _phase(self, name: str, runner, precheck):
         start = time.monotonic_ns()
@@ -553,7 +586,7 @@ class SnapshotRun:
             fs_freeze_enabled=precheck.fs_freeze_enabled,
             snapshot_status=snapshot_status,
             snapshots_ok=sum(1 for s in snapshots if s.ok),
-            snapshots_total=len(self.request.disks),
+            snapshots_total=len(self.request.disks) + len(self.request.managed_disks),
             crash_fallback_allowed=self.request.crash_fallback_allowed,
         )
         self.log.info(f"result: {outcome.status.name}, {outcome.consistency}: {outcome.message}")
@@ -656,6 +689,13 @@ class SnapshotRun:
             self.warnings.append(f"The {what} blob could not be written: {exc.message}")
         finally:
             endpoint.close()
+
+
+def _failure(endpoint, exc: VmSnapshotError):
+    """A disk's failed result before its snapshot call, of the endpoint's kind."""
+    if isinstance(endpoint, ManagedDiskEndpoint):
+        return ManagedSnapshotResult.failure(endpoint.target.disk_id, exc)
+    return SnapshotResult.failure(endpoint.sas.blob_url, exc)
 
 
 def run_snapshot(request: SnapshotRequest, *, check_mode: bool = False) -> dict:

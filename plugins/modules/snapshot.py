@@ -42,7 +42,42 @@ attributes:
     description: Target OS/families that can be operated against.
     support: full
     platforms: posix
+extends_documentation_fragment:
+  - appconsistent.vmsnapshot.azure_arm
 options:
+  managed_disks:
+    description:
+      - Azure managed disks to snapshot, beside or instead of O(disks). Inside the frozen window
+        every disk gets an incremental snapshot (C(Microsoft.Compute/snapshots),
+        C(createOption=Copy), C(incremental=true)) through Azure Resource Manager, in parallel.
+      - The freeze holds until Resource Manager accepted each snapshot, which fixes its point in
+        time; the background copy and the operation's end are followed after the thaw (see the
+        README, "Managed disks").
+      - The token (the VM's managed identity from IMDS, or O(access_token)) and a connection
+        are ready before the pre-script; each disk is read once then (its location).
+      - Each snapshot carries O(backup_metadata) and the consistency stamp
+        (C(appconsistentLevel), C(appconsistentHost)) as tags.
+    type: list
+    elements: dict
+    suboptions:
+      id:
+        description: The disk's resource ID,
+          C(/subscriptions/<id>/resourceGroups/<group>/providers/Microsoft.Compute/disks/<name>).
+        type: str
+        required: true
+      snapshot_resource_group:
+        description: Where the snapshot goes (same subscription); the disk's resource group when
+          not given.
+        type: str
+      snapshot_name:
+        description:
+          - The snapshot's name; C({disk}), C({time}) (the run's start, UTC,
+            C(20261201T020000Z)) and C({task_id}) (O(task_id), else the time) are replaced.
+        type: str
+        default: "{disk}-{time}"
+      tags:
+        description: More tags for the snapshot.
+        type: dict
   disks:
     description:
       - Blob SAS URIs, one per disk, each allowing read and write on its page blob.
@@ -268,6 +303,10 @@ import sys
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._managed_disk import (
+    ARM_ARGUMENT_SPEC,
+    with_managed_disks,
+)
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._redact import guard_module
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._sas import redact
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._snapshot_options import (
@@ -303,6 +342,17 @@ def main() -> None:
             status_blob_uri=dict(type="str", no_log=True),
             logs_blob_uri=dict(type="str", no_log=True),
             task_id=dict(type="str"),
+            managed_disks=dict(
+                type="list",
+                elements="dict",
+                options=dict(
+                    id=dict(type="str", required=True),
+                    snapshot_resource_group=dict(type="str"),
+                    snapshot_name=dict(type="str", default="{disk}-{time}"),
+                    tags=dict(type="dict"),
+                ),
+            ),
+            **ARM_ARGUMENT_SPEC,
             backup_metadata=dict(type="dict", default={}),
             freeze_mounts=dict(type="list", elements="path"),
             mounts_to_skip=dict(type="list", elements="path", default=[]),
@@ -319,7 +369,7 @@ def main() -> None:
             ),
         ),
         mutually_exclusive=[("disks", "settings"), ("disks", "protected_settings")],
-        required_one_of=[("disks", "settings", "protected_settings")],
+        required_one_of=[("disks", "settings", "protected_settings", "managed_disks")],
         supports_check_mode=True,
     )
     guard_module(module)  # everything it prints is scrubbed of secrets, in any spelling
@@ -331,7 +381,7 @@ def main() -> None:
             **result_fields(Status.error),
         )
     try:
-        request = request_from_params(module.params)
+        request = with_managed_disks(request_from_params(module.params), module.params)
         signal.signal(signal.SIGINT, _interrupt_once)
         signal.signal(signal.SIGTERM, _interrupt_once)
         result = run_snapshot(request, check_mode=module.check_mode)
