@@ -37,6 +37,9 @@ PLAYBOOK = """
     - name: Take the snapshot
       appconsistent.vmsnapshot.snapshot: "{{ snapshot_args }}"
       timeout: "{{ task_timeout | default(omit) }}"
+      environment:
+        # Plain http is refused but to loopback: a namespace host reaches Azurite on the bridge.
+        APPCONSISTENT_VMSNAPSHOT_HTTP_HOSTS: "{{ http_hosts | default('') }}"
 """
 
 
@@ -178,7 +181,7 @@ def session_sshds(host) -> list[int]:
 
 def start_playbook(path: str, fleet, extra_vars: dict, tmp_path: Path, pipelining: bool):
     vars_file = tmp_path / f"vars-{time.monotonic_ns()}.json"
-    vars_file.write_text(json.dumps(extra_vars))
+    vars_file.write_text(json.dumps({"http_hosts": fleet.bridge_address, **extra_vars}))
     command = [
         str(VENV_BIN / "ansible-playbook"), "-vvv", path, "-e", f"@{vars_file}",
         "-e", f"ansible_ssh_pipelining={str(pipelining).lower()}",
