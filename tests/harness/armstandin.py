@@ -26,7 +26,8 @@ Adding routes (e.g. restore points, `armstandin_restore_points.py`): a module li
 Test controls (plain JSON, no token, loopback only), under `/_standin/`:
 `POST disks` (a disk on an existing or new page blob), `GET backing?id=` (the blob behind a
 disk or snapshot), `POST faults` / `DELETE faults` (fault rules), `GET requests` (what was
-asked, tokens left out), `POST tokens` (mint a token for the `access_token` option).
+asked, tokens left out), `POST tokens` (mint a token for the `access_token` option),
+`GET tokens` (every token issued).
 
 A fault rule: `{"path": regex, "method": "PUT", "status": 429, "code": ..., "message": ...,
 "retry_after": 1, "times": 1, "delay": 0.5, "lro": "fail", "drop": true}`: `delay` answers late,
@@ -578,6 +579,7 @@ def _register_core_routes(server: ArmStandin) -> None:
     add("DELETE", r"/_standin/faults", _admin_clear_faults)
     add("GET", r"/_standin/requests", _admin_requests)
     add("POST", r"/_standin/tokens", _admin_token)
+    add("GET", r"/_standin/tokens", _admin_issued)
 
 
 def _imds_token(server: ArmStandin, request: Request, match) -> Response:
@@ -1013,6 +1015,12 @@ def _admin_requests(server: ArmStandin, request: Request, match) -> Response:
         return Response(200, {"requests": list(server.store.requests)})
 
 
+def _admin_issued(server: ArmStandin, request: Request, match) -> Response:
+    """Every token issued so far, for the tests that look for it in a run's output."""
+    with server.store.lock:
+        return Response(200, {"tokens": sorted(server.store.tokens)})
+
+
 def _admin_token(server: ArmStandin, request: Request, match) -> Response:
     body = request.json()
     token = server.mint_token(
@@ -1086,6 +1094,9 @@ class StandinProcess:
         return self._admin("POST", "tokens", {"principal": principal, "seconds": seconds})[
             "access_token"
         ]
+
+    def issued_tokens(self) -> list[str]:
+        return self._admin("GET", "tokens")["tokens"]
 
     def stop(self) -> None:
         """End the server by its PID (checked against its start time)."""
