@@ -112,7 +112,7 @@ def credential(creds: Credentials, ca_path: Optional[str]) -> Any:
 
 
 def client(creds: Credentials, request: Request) -> Any:
-    compute, _, _ = sdk()
+    compute = sdk()[0]
     if not request.arm_endpoint.startswith("https://"):
         raise RestorePointError(
             f"arm_endpoint {request.arm_endpoint!r} is not HTTPS; the bearer token must not go "
@@ -227,7 +227,7 @@ def _azure_error(exc: Any, doing: str) -> RestorePointError:
 
 def run(arm: Any, request: Request, *, check_mode: bool) -> dict:
     """Create the restore point (and its collection) unless it exists; keep the newest N."""
-    _, models, exceptions = sdk()
+    models, exceptions = sdk()[1:]
     rg, coll = request.resource_group, request.collection
     result: dict[str, Any] = {
         "changed": False,

@@ -37,7 +37,7 @@ attributes:
   check_mode:
     support: full
     details: Reads the VM, the collection and the restore point, and reports whether one would
-      be created (RV(changed)); creates and deletes nothing.
+      be created (C(changed)); creates and deletes nothing.
   diff_mode:
     support: none
   platform:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from azure.storage.blob import BlobServiceClient
 
-from harness.armstandin import arm_standin  # noqa: F401 - the fixture
+from harness.armstandin import start_standin
 from harness.armstandin_restore_points import add_vm, set_outcome
 from harness.azurite import ACCOUNT, ACCOUNT_KEY
 from harness.modules import run_module
@@ -28,8 +28,16 @@ SECRET = "sp-secret-Zq81mUvX0pLk3RtY"
 _names = itertools.count(1)
 
 
+@pytest.fixture(scope="module")
+def arm_standin(azurite, tmp_path_factory):
+    """The Resource Manager stand-in (with its restore-point routes) on the session's Azurite."""
+    standin = start_standin(azurite.state(), tmp_path_factory.mktemp("rp-standin"))
+    yield standin
+    standin.stop()
+
+
 @pytest.fixture
-def vm(arm_standin):  # noqa: F811
+def vm(arm_standin):
     """A fresh VM with an OS disk and a data disk on Azurite page blobs."""
     name = f"vm{next(_names)}"
     disks = [
@@ -71,7 +79,7 @@ def snapshots_of(standin, disk_id: str) -> int:
     return sum(1 for b in blobs if b.name == backing["blob"] and b.snapshot)
 
 
-def test_application_consistent_then_rerun_changes_nothing(arm_standin, vm):  # noqa: F811
+def test_application_consistent_then_rerun_changes_nothing(arm_standin, vm):
     name, disks = vm
     check = run_module("restore_point", args(arm_standin, name), check_mode=True)
     assert check["changed"] and check["created_collection"] and check["restore_point"] is None
@@ -105,7 +113,7 @@ def test_application_consistent_then_rerun_changes_nothing(arm_standin, vm):  # 
 @pytest.mark.parametrize(
     ("azure", "ours"), [("FileSystemConsistent", "filesystem"), ("CrashConsistent", "crash")]
 )
-def test_downgraded_consistency_is_reported(arm_standin, vm, azure, ours):  # noqa: F811
+def test_downgraded_consistency_is_reported(arm_standin, vm, azure, ours):
     name, disks = vm
     set_outcome(arm_standin, name, consistency=azure)
     result = run_module("restore_point", args(arm_standin, name, exclude_disks=[f"{name}-data"]))
@@ -116,8 +124,8 @@ def test_downgraded_consistency_is_reported(arm_standin, vm, azure, ours):  # no
     assert [snapshots_of(arm_standin, d) for d in disks] == [1, 0]  # the excluded disk: none
 
 
-def test_failed_restore_point_fails_with_azures_code(arm_standin, vm):  # noqa: F811
-    name, _ = vm
+def test_failed_restore_point_fails_with_azures_code(arm_standin, vm):
+    name = vm[0]
     set_outcome(
         arm_standin,
         name,
@@ -128,8 +136,8 @@ def test_failed_restore_point_fails_with_azures_code(arm_standin, vm):  # noqa: 
     assert "VM agent did not answer" in result["msg"] and result["deleted"] == []
 
 
-def test_throttled_calls_are_retried_after_retry_after(arm_standin, vm):  # noqa: F811
-    name, _ = vm
+def test_throttled_calls_are_retried_after_retry_after(arm_standin, vm):
+    name = vm[0]
     arm_standin.set_faults(
         {
             "path": "/restorePoints/",
@@ -150,8 +158,8 @@ def test_throttled_calls_are_retried_after_retry_after(arm_standin, vm):  # noqa
     assert statuses == [429, 429, 201]
 
 
-def test_throttled_beyond_the_retries_fails_clearly(arm_standin, vm):  # noqa: F811
-    name, _ = vm
+def test_throttled_beyond_the_retries_fails_clearly(arm_standin, vm):
+    name = vm[0]
     arm_standin.set_faults(
         {
             "path": "/restorePoints/",
@@ -165,8 +173,8 @@ def test_throttled_beyond_the_retries_fails_clearly(arm_standin, vm):  # noqa: F
     assert result["failed"] and "throttled" in result["msg"] and result["http_status"] == 429
 
 
-def test_operation_outliving_the_timeout_then_rerun_reads_it(arm_standin, vm):  # noqa: F811
-    name, _ = vm
+def test_operation_outliving_the_timeout_then_rerun_reads_it(arm_standin, vm):
+    name = vm[0]
     set_outcome(arm_standin, name, seconds=6)
     result = run_module("restore_point", args(arm_standin, name, timeout=2))
     assert result["failed"] and result["timed_out"], result
@@ -176,8 +184,8 @@ def test_operation_outliving_the_timeout_then_rerun_reads_it(arm_standin, vm):  
     assert not later["changed"] and later["restore_point"]["consistency"] == "application"
 
 
-def test_retention_keeps_the_newest_only_after_success(arm_standin, vm):  # noqa: F811
-    name, _ = vm
+def test_retention_keeps_the_newest_only_after_success(arm_standin, vm):
+    name = vm[0]
     ids = []
     for number in range(1, 4):
         result = run_module("restore_point", args(arm_standin, name, name=f"rp-{number}", keep=2))
@@ -197,8 +205,8 @@ def test_retention_keeps_the_newest_only_after_success(arm_standin, vm):  # noqa
     assert status == 200 and names == ["rp-2", "rp-3", "rp-4"]
 
 
-def test_bad_input_gets_a_clear_error(arm_standin, vm):  # noqa: F811
-    name, _ = vm
+def test_bad_input_gets_a_clear_error(arm_standin, vm):
+    name = vm[0]
     result = run_module("restore_point", args(arm_standin, name, exclude_disks=["nope"]))
     assert result["failed"] and "not a managed disk" in result["msg"]
     result = run_module("restore_point", args(arm_standin, "absent-vm"))
