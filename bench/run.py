@@ -17,6 +17,7 @@ import time
 
 import bench_fleet
 import bench_freeze_window
+import bench_managed_disks
 import bench_script_overhead
 import benchlib
 
@@ -25,6 +26,7 @@ BENCHMARKS = {
     "freeze_window": (bench_freeze_window.run, 30, 6),
     "script_overhead": (bench_script_overhead.run, 30, 6),
     "fleet": (bench_fleet.run, 3, 1),
+    "managed_disks": (bench_managed_disks.run, 20, 4),
 }
 
 
