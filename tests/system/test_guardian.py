@@ -8,6 +8,7 @@ probe subprocesses, never in the test process, and every probe is reaped after a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -394,3 +395,69 @@ def test_nothing_is_imported_between_freeze_and_thaw(
     assert imported == []
     assert frozen == [loop_ext4.mount_point]
     assert "already frozen by another process" in failed
+
+
+@pytest.mark.parametrize("max_freeze_seconds", [1, 2])
+def test_a_stopped_guardian_is_taken_over_at_the_deadline(
+    probe: Callable[[LoopFilesystem], Probe], loop_ext4: LoopFilesystem, max_freeze_seconds: int
+) -> None:
+    """SIGSTOP keeps the guardian alive (no EOF): the module's watcher thaws by the deadline."""
+    with Guardian([loop_ext4.mount_point], max_freeze_seconds=max_freeze_seconds) as guardian:
+        guardian_pid = guardian.pid
+        guardian.freeze()
+        os.kill(guardian_pid, signal.SIGSTOP)
+        try:
+            writer = probe(loop_ext4)
+            assert writer.done_within(max_freeze_seconds + 1.0), "not thawed by deadline + 1 s"
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(guardian_pid, signal.SIGCONT)
+        report = guardian.thaw()
+    assert_reaped(guardian_pid)
+    assert report.thaw_forced is True and report.forced_reason == "deadline"
+    assert report.frozen_window_ms <= (max_freeze_seconds + 1.0) * 1000
+
+
+def test_a_stopped_guardian_does_not_delay_the_requested_thaw(
+    probe: Callable[[LoopFilesystem], Probe], loop_ext4: LoopFilesystem
+) -> None:
+    with Guardian([loop_ext4.mount_point], max_freeze_seconds=30) as guardian:
+        guardian_pid = guardian.pid
+        guardian.freeze()
+        os.kill(guardian_pid, signal.SIGSTOP)
+        try:
+            writer = probe(loop_ext4)
+            asked = time.monotonic()
+            report = guardian.thaw()
+            waited = time.monotonic() - asked
+            assert writer.done_within(2.0)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(guardian_pid, signal.SIGCONT)
+    assert waited < 2.0  # the reply time (0.5 s) and the kill, not the 30 s deadline
+    assert report.thaw_forced is True and report.forced_reason == "guardian stopped answering"
+
+
+def test_the_guardian_expedites_only_its_freeze_calls(
+    probe: Callable[[LoopFilesystem], Probe],
+    loop_ext4: LoopFilesystem,
+    loop_xfs: LoopFilesystem,
+    tmp_path: Path,
+) -> None:
+    """A plain file stands in for /sys/kernel/rcu_expedited: 1 during the FIFREEZE calls only."""
+    knob = tmp_path / "rcu_expedited"
+    knob.write_text("0\n")
+    fd = os.open(knob, os.O_RDWR)
+    try:
+        mounts = [loop_ext4.mount_point, loop_xfs.mount_point]
+        with Guardian(mounts, max_freeze_seconds=30, rcu_fd=fd, rcu_earlier=b"0") as guardian:
+            guardian.freeze()
+            assert knob.read_text().startswith("0")  # put back as the last FIFREEZE returned
+            fd_dir = f"/proc/{guardian.pid}/fd"
+            targets = {os.readlink(os.path.join(fd_dir, name)) for name in os.listdir(fd_dir)}
+            assert str(knob) in targets
+            report = guardian.thaw()
+    finally:
+        os.close(fd)
+    assert report.expedited is True and report.errors == []
+    assert report.sync_ms >= 0
