@@ -151,8 +151,10 @@ def vars_inventory(fleet3: Fleet, standin: StandinProcess, tmp_path_factory) -> 
     return path
 
 
-def run_playbook(fleet: Fleet, extra: Path, playbook: str, log: str) -> subprocess.CompletedProcess:
-    command = [str(ANSIBLE_PLAYBOOK), "-i", fleet.inventory, "-i", str(extra)]
+def run_playbook(
+    fleet: Fleet, extra: Path, playbook: str, log: str, *args: str
+) -> subprocess.CompletedProcess:
+    command = [str(ANSIBLE_PLAYBOOK), "-i", fleet.inventory, "-i", str(extra), *args]
     command += [f"appconsistent.vmsnapshot.{playbook}", "-e", "target_hosts=fleet", "-f", "3"]
     env = {
         **fleet.env(),
@@ -252,3 +254,19 @@ def test_azure_state_holds_one_restore_point_per_vm(run, standin):
         assert status == 200
         points = body["properties"]["restorePoints"]
         assert len(points) == 1 and points[0]["properties"]["provisioningState"] == "Succeeded"
+
+
+def test_rerun_with_the_same_name_changes_nothing(run, fleet3, vars_inventory, standin):
+    first = custom_stats(run)["restore_point_fleet"]["hosts"]
+    name = first[GOOD]["restore_point_id"].rsplit("/", 1)[-1]
+    puts_before = [r for r in standin.requests() if r["method"] == "PUT"]
+    again = run_playbook(
+        fleet3, vars_inventory, "restore_point", "rp-rerun", "-e", f"restore_point_name={name}"
+    )
+    hosts = custom_stats(again)["restore_point_fleet"]["hosts"]
+    assert {h: row["restore_point_id"] for h, row in hosts.items()} == {
+        h: row["restore_point_id"] for h, row in first.items()
+    }
+    assert hosts[BROKEN_SCRIPT]["status_code"] == first[BROKEN_SCRIPT]["status_code"]
+    assert [r for r in standin.requests() if r["method"] == "PUT"] == puts_before
+    assert re.search(r"^acvs-h01\s+:.*changed=0", again.stdout, re.M), again.stdout[-2000:]
