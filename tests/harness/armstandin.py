@@ -434,7 +434,9 @@ class ArmStandin:
                 return handler(self, request, match)
         return self.arm_error(404, "NotFound", f"No route for {request.method} {request.path}.")
 
-    def serve(self, ready_file: Optional[str] = None) -> None:
+    def serve(self, ready_file: Optional[str] = None, owner: Optional[tuple] = None) -> None:
+        """Serve until SIGTERM, or until `owner` (pid, start time) is gone: a test run killed
+        with SIGKILL leaves no stand-in behind."""
         self.ca_file, key_file = _certificate(self.directory, (self.host, *self.extra_hosts))
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(self.ca_file, key_file)
@@ -459,7 +461,9 @@ class ArmStandin:
             os.replace(ready_file + ".tmp", ready_file)
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        stop.wait()
+        while not stop.wait(1.0):
+            if owner and not same_process(*owner):
+                break
         for server in self._servers:
             server.shutdown()
 
@@ -854,7 +858,11 @@ def _put_snapshot(server: ArmStandin, request: Request, match) -> Response:
         )
     container, blob = disk["blob"]
     # The point in time: the blob snapshot is taken before this call answers.
-    stamp = server.blob_client(container, blob).create_snapshot()["snapshot"]
+    tags = body.get("tags") or {}
+    # The tags that are valid blob metadata names go on the blob snapshot too, so a reader of
+    # Azurite alone sees the consistency stamp.
+    metadata = {k: str(v) for k, v in tags.items() if re.fullmatch(r"[A-Za-z_]\w*", str(k))}
+    stamp = server.blob_client(container, blob).create_snapshot(metadata=metadata)["snapshot"]
     size = disk["resource"]["properties"]["diskSizeBytes"]
     resource = {
         "id": snapshot_id(sub, rg, name),
@@ -1153,6 +1161,8 @@ def start_standin(
     ]
     for extra in extra_hosts:
         command += ["--extra-host", extra]
+    if not detach:
+        command += ["--owner-pid", str(os.getpid()), "--owner-start", process_start(os.getpid())]
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
     with open(os.path.join(directory, "server.log"), "wb") as log:
         process = subprocess.Popen(
@@ -1202,6 +1212,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     serve.add_argument("--extra-host", action="append", default=[])
     serve.add_argument("--ready")
     serve.add_argument("--lro-seconds", type=float, default=0.3)
+    serve.add_argument("--owner-pid", type=int)
+    serve.add_argument("--owner-start")
     args = parser.parse_args(argv)
     if args.command == "serve":
         standin = ArmStandin(
@@ -1211,7 +1223,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             directory=args.directory,
             lro_seconds=args.lro_seconds,
         )
-        standin.serve(args.ready)
+        owner = (args.owner_pid, args.owner_start) if args.owner_pid else None
+        standin.serve(args.ready, owner)
         return 0
     if args.command == "up":
         standin = start_standin(
