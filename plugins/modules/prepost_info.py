@@ -22,6 +22,16 @@ description:
     other bits, the configuration without owner execute, the host file at most group/other
     readable - plus stricter ones - no symbolic link, no setuid/setgid bit, and every directory
     from V(/) down owned by root and not writable by group or other unless it has the sticky bit.
+  - Every file must live on a filesystem whose owners and modes the kernel enforces - ext2/3/4,
+    xfs, btrfs, f2fs, jfs, reiserfs, bcachefs, zfs, tmpfs, ramfs, overlay, squashfs or erofs.
+    On FUSE, network filesystems (NFS, CIFS/SMB, 9p, virtiofs) and filesystems without Unix
+    owners (vfat, exfat, ntfs) the owner and mode are made up by a server or mount options, so a
+    file there is refused with the permission code (317, 314, 306, 307).
+  - A V(..) in a path is resolved by the kernel, directory by directory - V(link/../x) is the
+    V(x) beside the link's target - and every string of the configuration must be valid text
+    (a lone surrogate such as C(\ud800) is 305).
+  - A snapshot run executes the bytes that passed the check, copied into a sealed in-memory file;
+    a change to a script after the check does not change what runs (a warning says so).
 author:
   - appconsistent.vmsnapshot maintainers (@appconsistent)
 extends_documentation_fragment:
@@ -159,6 +169,9 @@ plugins:
       type: dict
 """
 
+import json
+import sys
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._consistency import (
@@ -208,5 +221,24 @@ def main() -> None:
     )
 
 
+def _main() -> None:
+    try:
+        main()
+    except UnicodeEncodeError:
+        # AnsibleModule logs its arguments before our checks run, and a lone surrogate (valid
+        # JSON, not text) cannot be encoded: answer with a code, never a traceback.
+        print(
+            json.dumps(
+                {
+                    "failed": True,
+                    "msg": "An option is not valid text (it holds a lone surrogate or another "
+                    "character that cannot be encoded); nothing ran.",
+                    **result_fields(Status.error_parameter),
+                }
+            )
+        )
+        sys.exit(1)
+
+
 if __name__ == "__main__":
-    main()
+    _main()

@@ -160,7 +160,10 @@ options:
     type: bool
     default: true
   snapshot_timeout:
-    description: Timeout in seconds of one snapshot call; never more than half the freeze deadline.
+    description:
+      - Timeout in seconds of one snapshot call; never more than half the freeze deadline.
+      - A finite number above 0 and at most 600; anything else is refused (11) before anything
+        runs.
     type: float
     default: 10
   log_dir:
@@ -296,6 +299,7 @@ status_file:
   type: str
 """
 
+import json
 import os
 import platform
 import signal
@@ -402,5 +406,24 @@ def main() -> None:
     module.exit_json(**result)
 
 
+def _main() -> None:
+    try:
+        main()
+    except UnicodeEncodeError:
+        # AnsibleModule logs its arguments before our checks run, and a lone surrogate (valid
+        # JSON, not text) cannot be encoded: answer with a code, never a traceback.
+        print(
+            json.dumps(
+                {
+                    "failed": True,
+                    "msg": "An option is not valid text (it holds a lone surrogate or another "
+                    "character that cannot be encoded); nothing ran.",
+                    **result_fields(Status.error_parameter),
+                }
+            )
+        )
+        sys.exit(1)
+
+
 if __name__ == "__main__":
-    main()
+    _main()
