@@ -39,6 +39,7 @@ DISK_BYTES = 256 * 1024**2
 RESTORE_TIMEOUT = 120
 PGBENCH_TPS = 100  # beside the writer's own load; unthrottled, it only starves the 2 cores
 DATA_SUBDIR = "data"
+HOST_LOCK_WAIT = 300.0  # seconds another snapshot run on this host may hold the host lock
 EPOCH = re.compile(r"(?:locked_at|quiesced_at)=([\d.]+)")
 HELD = re.compile(r"held_ms=(\d+)")
 CHECKPOINT = re.compile(r"checkpoint_ms=(\d+)")
@@ -72,6 +73,9 @@ class Snapshot:
     integrity_problems: list = field(default_factory=list)
     error: Optional[str] = None
     timings: dict = field(default_factory=dict)  # seconds: restore, attach, start, checks
+    module_timings: dict = field(default_factory=dict)  # the snapshot module's, in ms
+    pre_script: str = ""  # what the pre-script said (its last line)
+    message: str = ""  # the snapshot module's message
 
     @property
     def cutoff(self) -> float:
@@ -90,6 +94,12 @@ class Snapshot:
 
     def as_dict(self) -> dict:
         return {**asdict(self), "cutoff": self.cutoff, "passed": self.passed}
+
+
+def _last_line(script: dict) -> str:
+    """The last line a script wrote, from the module's record of it."""
+    lines = [line for line in (script.get("stderr_tail") or "").splitlines() if line.strip()]
+    return lines[-1].strip() if lines else ""
 
 
 def read_acks(path: Path) -> list[tuple[int, float]]:
@@ -191,7 +201,7 @@ class Experiment:
         path.chmod(0o600)
         return path
 
-    def start_load(self) -> None:
+    def start_load(self, clients: int = 2, rate: int = PGBENCH_TPS) -> None:
         self.writer = subprocess.Popen(
             [sys.executable, str(Path(__file__).with_name("db_writer.py")), self.kind,
              str(self.server.port), str(self.acks_file)],
@@ -199,8 +209,8 @@ class Experiment:
         if self.kind == "postgresql":
             self.pgbench = subprocess.Popen(
                 ["runuser", "-u", "postgres", "--", str(PostgresServer.BIN / "pgbench"),
-                 "-h", "127.0.0.1", "-p", str(self.server.port), "-c", "2", "-R", str(PGBENCH_TPS),
-                 "-T", "600", "-n", "postgres"],
+                 "-h", "127.0.0.1", "-p", str(self.server.port), "-c", str(clients),
+                 "-R", str(rate), "-T", "600", "-n", "postgres"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/",
             )  # fmt: skip
 
@@ -220,7 +230,12 @@ class Experiment:
                 process.wait(30)
         if self.server is not None:
             self.server.stop()
-        shutil.copytree(self.run_root, self.workdir / "server-logs", dirs_exist_ok=True)
+        shutil.copytree(
+            self.run_root,
+            self.workdir / "server-logs",
+            ignore=shutil.ignore_patterns(".s.PGSQL.*", "*.sock"),  # a killed server's sockets
+            dirs_exist_ok=True,
+        )
         shutil.rmtree(self.run_root, ignore_errors=True)
 
     def server_version(self) -> str:
@@ -241,9 +256,16 @@ class Experiment:
             "log_dir": str(self.workdir / "module-log"),
             "max_freeze_seconds": 30,
         }
-        started = time.time()
-        result = run_module("snapshot", args, timeout=180)
-        ended = time.time()
+        # One snapshot run per host: while another test's run holds the host lock, wait.
+        waited_until = time.monotonic() + HOST_LOCK_WAIT
+        while True:
+            started = time.time()
+            result = run_module("snapshot", args, timeout=180)
+            ended = time.time()
+            busy = "holds the host lock" in str(result.get("msg") or result.get("message"))
+            if not busy or time.monotonic() > waited_until:
+                break
+            time.sleep(0.5)
         scripts = json.dumps(result.get("scripts", {}))
         epoch, held = EPOCH.search(scripts), HELD.search(scripts)
         checkpoint = CHECKPOINT.search(scripts)
@@ -261,6 +283,9 @@ class Experiment:
             if held
             else (0 if epoch and self.kind == "postgresql" else None),
             checkpoint_ms=int(checkpoint.group(1)) if checkpoint else None,
+            module_timings=result.get("timings", {}),
+            pre_script=_last_line(result.get("scripts", {}).get("pre", {})),
+            message=str(result.get("msg") or result.get("message") or "")[:500],
         )
         self.snapshots.append(snapshot)
         return snapshot

@@ -106,7 +106,9 @@ class PostgresServer:
         options = (
             f"-c port={self.port} -c listen_addresses=127.0.0.1 "
             f"-c unix_socket_directories={self.socket_dir} -c shared_buffers=32MB "
-            "-c max_wal_size=64MB -c checkpoint_timeout=30min -c log_checkpoints=on"
+            "-c max_wal_size=64MB -c checkpoint_timeout=30min -c log_checkpoints=on "
+            # Epoch timestamps, so the test can tell which checkpoint ran when.
+            "-c log_line_prefix='%n [%p] '"
         )
         started = time.monotonic()
         self._as_user(

@@ -189,16 +189,38 @@ def test_a_second_pre_script_replaces_the_first_lock(mariadb, scripts, tmp_path)
     assert Committer(mariadb).done.wait(10)
 
 
-def test_the_lock_is_not_waited_for_beyond_acquire_timeout(mariadb, scripts, tmp_path):
+def waiting_sessions(server: MariadbServer, blocker_id: int) -> list[tuple]:
+    """Sessions other than the blocker and this query that wait for something."""
+    return [
+        row
+        for row in (
+            line.split("\t")
+            for line in server.sql(
+                "SELECT ID, STATE, INFO FROM information_schema.PROCESSLIST"
+                f" WHERE ID NOT IN ({blocker_id}, CONNECTION_ID()) AND COMMAND = 'Query'"
+            ).splitlines()
+        )
+    ]
+
+
+@pytest.mark.parametrize("lock", ["backup_stage", "ftwrl"])
+def test_the_lock_is_not_waited_for_beyond_acquire_timeout(mariadb, scripts, tmp_path, lock):
+    """The server gives up the wait too (lock_wait_timeout), not only the helper: once the
+    pre-script failed, no session of it still waits for the lock while the blocker holds on."""
     blocker = pymysql.connect(unix_socket=mariadb.socket, user="root", database="proof")
     try:
-        blocker.cursor().execute("LOCK TABLES acked_myisam WRITE")
+        cursor = blocker.cursor()
+        cursor.execute("SELECT CONNECTION_ID()")
+        blocker_id = cursor.fetchone()[0]
+        cursor.execute("LOCK TABLES acked_myisam WRITE")
         started = time.monotonic()
-        params = mariadb_params(mariadb, scripts, tmp_path, acquire_timeout=2, lock="ftwrl")
+        params = mariadb_params(mariadb, scripts, tmp_path, acquire_timeout=2, lock=lock)
         pre = run(scripts / "mariadb-pre.sh", *params)
-        assert pre.returncode == 1 and "was not taken" in pre.stderr
-        assert time.monotonic() - started < 20
+        elapsed = time.monotonic() - started
+        assert pre.returncode == 1 and "was not taken" in pre.stderr, pre.stderr
+        assert elapsed < 2 + 5, f"the pre-script waited {elapsed:.1f} s for a 2 s lock wait"
         assert not (tmp_path / "state" / "holder.pid").exists()
+        assert waiting_sessions(mariadb, blocker_id) == []
     finally:
         blocker.close()
     assert Committer(mariadb).done.wait(10)
@@ -242,7 +264,9 @@ def test_the_postgresql_pre_script_checkpoints_and_holds_nothing(postgresql, scr
     pre = run(scripts / "postgresql-pre.sh", *params)
     assert pre.returncode == 0, pre.stderr
     assert checkpoints(postgresql) == before + 1
-    assert re.search(r"quiesced: quiesced_at=[\d.]+ checkpoint_ms=\d+", pre.stderr)
+    assert re.search(
+        r"quiesced: quiesced_at=[\d.]+ checkpoint=taken checkpoint_ms=\d+ wal_mb=\d+", pre.stderr
+    )
     # Writes go on: nothing is held.
     with postgresql.connect() as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS during (n int)")
@@ -254,12 +278,61 @@ def test_the_postgresql_pre_script_checkpoints_and_holds_nothing(postgresql, scr
     assert again.returncode == 0 and "nothing to undo" in again.stderr
 
 
+def pg_params(server: PostgresServer, tmp_path: Path, *extra: str) -> list[str]:
+    return [f"host={server.socket_dir}", f"port={server.port}",
+            f"state_dir={tmp_path / 'pg-state'}", *extra]  # fmt: skip
+
+
+def write_wal(server: PostgresServer, megabytes: int) -> None:
+    """Changes of about `megabytes` MB of WAL since the last checkpoint."""
+    with server.connect() as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS walfill (pad text)")
+        conn.execute(
+            "INSERT INTO walfill SELECT repeat('w', 900) FROM generate_series(1, %s)",
+            (megabytes * 1100,),
+        )
+
+
+@pytest.mark.parametrize(
+    ("setting", "said"),
+    [
+        ("checkpoint=never", "no CHECKPOINT: checkpoint=never"),
+        ("max_wal_mb=1", "more than max_wal_mb=1"),
+    ],
+)
+def test_the_postgresql_pre_script_skips_a_checkpoint_that_may_not_fit(
+    postgresql, scripts, tmp_path, setting, said
+):
+    run(scripts / "postgresql-pre.sh", *pg_params(postgresql, tmp_path))  # a fresh redo point
+    write_wal(postgresql, 3)
+    before = checkpoints(postgresql)
+    pre = run(scripts / "postgresql-pre.sh", *pg_params(postgresql, tmp_path, setting))
+    assert pre.returncode == 0, pre.stderr
+    assert said in pre.stderr and "checkpoint=skipped checkpoint_ms=0" in pre.stderr
+    assert checkpoints(postgresql) == before  # the server did not checkpoint
+    assert run(scripts / "postgresql-post.sh", *pg_params(postgresql, tmp_path)).returncode == 0
+
+
+def test_the_postgresql_pre_script_skips_when_the_last_pace_does_not_fit(
+    postgresql, scripts, tmp_path
+):
+    """The pace of the last CHECKPOINT (kept in state_dir) predicts this one's time."""
+    params = pg_params(postgresql, tmp_path, "timeout=10")
+    assert run(scripts / "postgresql-pre.sh", *params).returncode == 0
+    write_wal(postgresql, 3)
+    (tmp_path / "pg-state" / "pace").write_text("5000\n")  # 5 s per MB: 15 s, over 4 s
+    before = checkpoints(postgresql)
+    pre = run(scripts / "postgresql-pre.sh", *params)
+    assert pre.returncode == 0 and "at the last one's pace" in pre.stderr, pre.stderr
+    assert checkpoints(postgresql) == before
+
+
 def test_the_postgresql_pre_script_fails_within_its_timeout(postgresql, scripts, tmp_path):
     params = [f"host={postgresql.socket_dir}", "port=1", "timeout=5",
               f"state_dir={tmp_path / 'pg-state'}"]  # fmt: skip
     started = time.monotonic()
     pre = run(scripts / "postgresql-pre.sh", *params)
-    assert pre.returncode == 1 and "CHECKPOINT failed" in pre.stderr
+    assert pre.returncode == 1 and "cannot query the server" in pre.stderr
     assert time.monotonic() - started < 15
     assert run(scripts / "postgresql-post.sh", *params).returncode == 0
     assert run(scripts / "postgresql-pre.sh", "colour=blue").returncode == 1

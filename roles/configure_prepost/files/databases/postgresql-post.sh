@@ -21,7 +21,7 @@ state_dir=/run/vmsnapshot-db/postgresql
 for arg in "$@"; do
     case $arg in
     state_dir=*) state_dir=${arg#*=} ;;
-    host=* | port=* | os_user=* | db_user=* | database=* | timeout=* | psql=*) ;;
+    host=* | port=* | os_user=* | db_user=* | database=* | timeout=* | psql=* | checkpoint=* | max_wal_mb=*) ;;
     *)
         log "FAILED: unknown parameter '$arg'"
         exit 1
