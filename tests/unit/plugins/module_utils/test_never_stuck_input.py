@@ -27,6 +27,7 @@ from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._script_r
 )
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._snapshot_options import (
     MAX_SNAPSHOT_TIMEOUT,
+    request_from_params,
 )
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._status_codes import (
     Status,
@@ -178,4 +179,31 @@ def test_a_path_that_is_not_text_is_refused():
     with pytest.raises(VmSnapshotError) as caught:
         _permissions.check_script("/etc/\ud800.sh", "pre")
     assert caught.value.status == Status.FailedPrepostPreScriptNotFound
+    caught.value.message.encode("utf-8")
+
+
+def _params(**overrides):
+    from test_snapshot_options import params  # the module's option defaults, in one place
+
+    return params(**overrides)
+
+
+@pytest.mark.parametrize(
+    "value", [1e10, float("inf"), float("-inf"), float("nan"), 0, -1, 600.001, 1e308]
+)
+def test_snapshot_timeout_outside_its_range_is_refused(value):
+    with pytest.raises(VmSnapshotError) as caught:
+        request_from_params(_params(snapshot_timeout=value))
+    assert caught.value.status == Status.error_parameter
+    assert "snapshot_timeout" in caught.value.message
+
+
+@pytest.mark.parametrize("value", NOT_TEXT)
+@pytest.mark.parametrize("option", ["task_id", "config_path", "log_dir", "backup_metadata"])
+def test_options_that_are_not_text_are_refused(option, value):
+    given = {"job": value} if option == "backup_metadata" else f"/x/{value}"
+    with pytest.raises(VmSnapshotError) as caught:
+        request_from_params(_params(**{option: given}))
+    assert caught.value.status == Status.error_parameter
+    assert "not valid text" in caught.value.message
     caught.value.message.encode("utf-8")
