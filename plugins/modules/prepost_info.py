@@ -190,7 +190,7 @@ from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._status_c
 )
 
 
-def main() -> None:
+def _run() -> None:
     module = AnsibleModule(
         argument_spec=dict(
             config_path=dict(type="path", default=DEFAULT_CONFIG_PATH),
@@ -221,9 +221,9 @@ def main() -> None:
     )
 
 
-def _main() -> None:
+def main() -> None:
     try:
-        main()
+        _run()
     except UnicodeEncodeError:
         # AnsibleModule logs its arguments before our checks run, and a lone surrogate (valid
         # JSON, not text) cannot be encoded: answer with a code, never a traceback.
@@ -241,4 +241,4 @@ def _main() -> None:
 
 
 if __name__ == "__main__":
-    _main()
+    main()

@@ -335,7 +335,7 @@ def _interrupt_once(signum: int, _frame: object) -> None:
     raise RunInterrupted(signal.Signals(signum).name)
 
 
-def main() -> None:
+def _run() -> None:
     module = AnsibleModule(
         argument_spec=dict(
             disks=dict(type="list", elements="str", no_log=True),
@@ -406,9 +406,9 @@ def main() -> None:
     module.exit_json(**result)
 
 
-def _main() -> None:
+def main() -> None:
     try:
-        main()
+        _run()
     except UnicodeEncodeError:
         # AnsibleModule logs its arguments before our checks run, and a lone surrogate (valid
         # JSON, not text) cannot be encoded: answer with a code, never a traceback.
@@ -426,4 +426,4 @@ def _main() -> None:
 
 
 if __name__ == "__main__":
-    _main()
+    main()
