@@ -173,6 +173,12 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+msg:
+  description: One sentence - the consistency the next snapshot would get and, when it falls short
+    of O(required_consistency), the status code, its name and the reason.
+  returned: always
+  type: str
+  sample: The next snapshot would be application-consistent.
 changes:
   description: One line per change made (or, in check mode, to be made).
   returned: always
@@ -312,7 +318,21 @@ def main() -> None:
     for warning in check.warnings:
         module.warn(warning)
     consistency = predicted_consistency(check)
+    required = params["required_consistency"]
+    met = meets(consistency, required)
+    verdict = f"The next snapshot would be {consistency}-consistent"
+    if met is False:
+        verdict += (
+            f", short of the required {required}: status {int(check.status)} "
+            f"({check.status.name}): {check.message}"
+        )
+        if module.check_mode and todo.changed:
+            module.warn(
+                f"{verdict} Changes are pending, so this describes the host as it is now; the "
+                "check is repeated after the changes are applied."
+            )
     result = dict(
+        msg=verdict if verdict.endswith(".") else verdict + ".",
         changed=todo.changed,
         changes=summary(todo),
         validated=not (module.check_mode and todo.changed),
@@ -321,7 +341,7 @@ def main() -> None:
         status_aliases=list(describe(check.status).aliases),
         message=check.message,
         consistency=consistency,
-        meets_required=meets(consistency, params["required_consistency"]),
+        meets_required=met,
         plugins=plugins,
     )
     if module._diff and todo.changed:
