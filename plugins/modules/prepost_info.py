@@ -169,8 +169,6 @@ plugins:
       type: dict
 """
 
-import json
-import sys
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -190,13 +188,16 @@ from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._status_c
 )
 
 
-def _run() -> None:
+def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
             config_path=dict(type="path", default=DEFAULT_CONFIG_PATH),
             host_config_path=dict(type="path", default=DEFAULT_HOST_CONFIG_PATH),
         ),
         supports_check_mode=True,
+        # No syslog line of the arguments: Ansible's would fail with a traceback on a string
+        # that is valid JSON but not text (a lone surrogate), before our checks answer 11.
+        no_log=True,
     )
     guard_module(module)  # everything it prints is scrubbed of secrets, in any spelling
     try:
@@ -219,25 +220,6 @@ def _run() -> None:
         config=plugins[0]["config"] if plugins else {},
         plugins=plugins,
     )
-
-
-def main() -> None:
-    try:
-        _run()
-    except UnicodeEncodeError:
-        # AnsibleModule logs its arguments before our checks run, and a lone surrogate (valid
-        # JSON, not text) cannot be encoded: answer with a code, never a traceback.
-        print(
-            json.dumps(
-                {
-                    "failed": True,
-                    "msg": "An option is not valid text (it holds a lone surrogate or another "
-                    "character that cannot be encoded); nothing ran.",
-                    **result_fields(Status.error_parameter),
-                }
-            )
-        )
-        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -299,7 +299,6 @@ status_file:
   type: str
 """
 
-import json
 import os
 import platform
 import signal
@@ -335,7 +334,7 @@ def _interrupt_once(signum: int, _frame: object) -> None:
     raise RunInterrupted(signal.Signals(signum).name)
 
 
-def _run() -> None:
+def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
             disks=dict(type="list", elements="str", no_log=True),
@@ -375,6 +374,9 @@ def _run() -> None:
         mutually_exclusive=[("disks", "settings"), ("disks", "protected_settings")],
         required_one_of=[("disks", "settings", "protected_settings", "managed_disks")],
         supports_check_mode=True,
+        # No syslog line of the arguments: Ansible's would fail with a traceback on a string
+        # that is valid JSON but not text (a lone surrogate), before our checks answer 11.
+        no_log=True,
     )
     guard_module(module)  # everything it prints is scrubbed of secrets, in any spelling
     if sys.version_info < (3, 9) or os.geteuid() != 0:
@@ -404,25 +406,6 @@ def _run() -> None:
     for warning in result.pop("warnings"):
         module.warn(warning)
     module.exit_json(**result)
-
-
-def main() -> None:
-    try:
-        _run()
-    except UnicodeEncodeError:
-        # AnsibleModule logs its arguments before our checks run, and a lone surrogate (valid
-        # JSON, not text) cannot be encoded: answer with a code, never a traceback.
-        print(
-            json.dumps(
-                {
-                    "failed": True,
-                    "msg": "An option is not valid text (it holds a lone surrogate or another "
-                    "character that cannot be encoded); nothing ran.",
-                    **result_fields(Status.error_parameter),
-                }
-            )
-        )
-        sys.exit(1)
 
 
 if __name__ == "__main__":
