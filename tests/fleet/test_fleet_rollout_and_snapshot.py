@@ -44,6 +44,10 @@ JOURNAL = "root/prepost.journal"
 STATUS_FILE = "var/lib/waagent/Microsoft.Azure.RecoveryServices.VMSnapshotLinux/status/last.status"
 ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 OUTPUT = Path(__file__).resolve().parents[1] / "output" / "fleet"
+# Microsoft's MySQL sample lives outside /etc/azure: the first rollout must create its directory.
+SUPPORT_DIR = "opt/capside/azure"
+SUPPORT = f"{SUPPORT_DIR}/helper.txt"
+SSH_EXEC = re.compile(r"^<([\d.]+)> SSH: EXEC ", re.M)
 RECAP = re.compile(
     r"^(acvs-h\d+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M
 )
@@ -113,7 +117,11 @@ def vars_inventory(fleet5, blob_service, disks, tmp_path_factory) -> Path:
         "snapshot_max_freeze_seconds": 20,
         "snapshot_call_timeout_seconds": 5,
     }
-    path = tmp_path_factory.mktemp("fleet-vars") / "vars.yml"
+    directory = tmp_path_factory.mktemp("fleet-vars")
+    helper = directory / "helper.txt"
+    helper.write_text(f"helper {fleet5.id}\n")
+    group_vars["configure_prepost_support_files"] = [{"src": str(helper), "dest": f"/{SUPPORT}"}]
+    path = directory / "vars.yml"
     path.write_text(
         yaml.safe_dump({"all": {"children": {"fleet": {"hosts": hosts, "vars": group_vars}}}})
     )
@@ -121,7 +129,9 @@ def vars_inventory(fleet5, blob_service, disks, tmp_path_factory) -> Path:
     return path
 
 
-def run_playbook(fleet: Fleet, extra: Path, playbook: str, log: str) -> subprocess.CompletedProcess:
+def run_playbook(
+    fleet: Fleet, extra: Path, playbook: str, log: str, *options: str
+) -> subprocess.CompletedProcess:
     """Run a collection playbook on the whole fleet; keep its output for the secrets scan."""
     command = [str(ANSIBLE_PLAYBOOK), "-i", fleet.inventory, "-i", str(extra)]
     command += [
@@ -130,6 +140,7 @@ def run_playbook(fleet: Fleet, extra: Path, playbook: str, log: str) -> subproce
         "target_hosts=fleet",
         "-f",
         str(HOSTS),
+        *options,
     ]
     env = {**fleet.env(), "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"}
     done = subprocess.run(
@@ -240,6 +251,10 @@ def test_rollout_configures_every_host(fleet5, rolled_out):
         assert (config["timeoutInSeconds"], config["continueBackupOnFailure"]) == (20, True)
         pre = (root / SCRIPTS[0]).read_text()
         assert f"fleet test {fleet5.id}" in pre
+        made, helper = os.stat(root / SUPPORT_DIR), os.stat(root / SUPPORT)
+        assert (made.st_uid, made.st_mode & 0o7777) == (0, 0o755), name
+        assert (helper.st_uid, helper.st_mode & 0o7777) == (0, 0o700), name
+        assert (root / SUPPORT).read_text() == f"helper {fleet5.id}\n"
         assert pre.rstrip().endswith("exit 3") is (name == FAILING_PRE)
     # Every host has its own /etc: the machine's /etc/azure did not get this run's scripts.
     with contextlib.suppress(OSError):
@@ -248,10 +263,16 @@ def test_rollout_configures_every_host(fleet5, rolled_out):
 
 def test_rerun_changes_nothing(fleet5, vars_inventory, rolled_out):
     before = {name: managed_files(fleet5, name) for name in fleet5.names}
-    again = run_playbook(fleet5, vars_inventory, "configure", "configure-rerun")
+    again = run_playbook(fleet5, vars_inventory, "configure", "configure-rerun", "-vvv")
     assert again.returncode == 0, again.stdout[-3000:]
     rows = recap(again)
     assert {name: row["changed"] for name, row in rows.items()} == dict.fromkeys(fleet5.names, 0)
+    # The whole enforcement is one module run per host: one ssh command (pipelining).
+    trips = {h.name: SSH_EXEC.findall(again.stdout).count(h.address) for h in fleet5.hosts}
+    assert all(1 <= count <= 2 for count in trips.values()), trips
+    assert "5 of 5 hosts would get an application-consistent snapshot; 0 gave no result" in (
+        again.stdout
+    )
     for name in fleet5.names:
         after = managed_files(fleet5, name)
         for rel, st in before[name].items():
@@ -312,9 +333,12 @@ def test_rerun_repairs_drift(fleet5, vars_inventory, rolled_out):
     original = pre.read_text()
     pre.write_text("#!/bin/sh\nexit 0\n")
 
-    repaired = run_playbook(fleet5, vars_inventory, "configure", "configure-repair")
+    repaired = run_playbook(fleet5, vars_inventory, "configure", "configure-repair", "--diff")
     assert repaired.returncode == 0, repaired.stdout[-3000:]
     changed = {name for name, row in recap(repaired).items() if row["changed"]}
     assert changed == {drifted_mode, drifted_script}
+    # Both drifts are shown in the diff of the one run that repaired them.
+    assert '-    "mode": "0644",' in repaired.stdout
+    assert "+# fleet test" in repaired.stdout
     assert config.stat().st_mode & 0o7777 == 0o600
     assert pre.read_text() == original and pre.stat().st_mode & 0o7777 == 0o700
