@@ -129,7 +129,7 @@ def parse_dir_mode(value: Any) -> int:
     if isinstance(value, bool) or not text or any(c not in "01234567" for c in text):
         raise ApplyError(f"{what}: the mode {value!r} is not an octal string such as '0755'.")
     mode = int(text, 8)
-    if mode > 0o7777 or mode & 0o7022 or not mode & 0o700 == 0o700:
+    if mode > 0o7777 or mode & 0o7022 or mode & 0o700 != 0o700:
         raise ApplyError(
             f"{what}: the mode {text} is not allowed; the directory must not be writable by group "
             "or other (the snapshot refuses it with 317), carry no special bits, and give root "
@@ -517,7 +517,7 @@ def diffs(todo: Plan) -> List[Dict[str, Any]]:
 
 def summary(todo: Plan) -> List[str]:
     """One line per change, for the task's result."""
-    lines = [f"created directory {path}" for path, _ in todo.dirs]
+    lines = [f"created directory {item[0]}" for item in todo.dirs]
     lines += [f"mode of {path} {old:04o} -> {new:04o}" for path, old, new in todo.dir_modes]
     for change in todo.changes:
         path = change.desired.path
