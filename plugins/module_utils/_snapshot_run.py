@@ -479,7 +479,9 @@ class SnapshotRun:
                 guardian.freeze()
             except VmSnapshotError as exc:
                 self.log.error(f"freeze failed: {exc.message}")
-                guardian.thaw()
+                report = guardian.thaw()
+                if report.thaw_forced:  # e.g. a FIFREEZE that outlasted the deadline
+                    self.thaw_report = report
                 return self._after_freeze_failure(endpoints, exc.status, app_quiesced)
             level = "application" if app_quiesced else "filesystem"
             self._snapshot_all(endpoints, level, deadline)
