@@ -374,6 +374,16 @@ class SnapshotRun:
             self.log.warning(warning)
             self.warnings.append(warning)
         self.log.info(f"{name}-script phase: {result.status.name}")
+        # The scripts' own words (their last 400 characters), so that a script that wrote errors
+        # but exited 0 shows in the log.
+        for run in result.runs:
+            script = run.result
+            if script is not None and (script.stdout_tail or script.stderr_tail or not script.ok):
+                self.log.info(
+                    f"{name}-script {script.path}: exit code {script.exit_code}, "
+                    f"stdout tail {script.stdout_tail[-400:]!r}, "
+                    f"stderr tail {script.stderr_tail[-400:]!r}"
+                )
         return result
 
     def _unexpected(self, exc: Exception, precheck) -> dict:
