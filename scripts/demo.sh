@@ -7,7 +7,18 @@
 # disks are attached, checked and mounted, and the proof reads their ledgers: exactly the records
 # written before the application was quiesced, on both. Everything lives in a temporary directory
 # and is removed at the end (also after a failure or Ctrl-C); run it as often as you like.
+#
+# --managed-disks: the same proof with Azure managed disks. A local stand-in for Resource Manager
+# and the instance metadata service (tests/harness/armstandin.py; Azure itself is not reached)
+# serves the two page blobs as managed disks; the snapshot module takes incremental snapshots of
+# them through it under the freeze, and managed_disk_restore creates new managed disks from them.
 set -euo pipefail
+managed=''
+case "${1:-}" in
+  --managed-disks) managed=1 ;;
+  '') ;;
+  *) echo "usage: $0 [--managed-disks]" >&2; exit 2 ;;
+esac
 export LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -16,6 +27,7 @@ export PATH="$ROOT/.venv/bin:$PATH" ANSIBLE_COLLECTIONS_PATH="$ROOT/.cache/colle
 export ANSIBLE_NOCOLOR=1 ANSIBLE_PYTHON_INTERPRETER="$ROOT/.venv/bin/python"
 azurite=(python "$ROOT/tests/harness/azurite.py")
 blobdisk=(python "$ROOT/tests/harness/blobdisk.py")
+armstandin=(python "$ROOT/tests/harness/armstandin.py")
 work=$(mktemp -d /tmp/vmsnapshot-demo.XXXXXX)
 disks=(disk0 disk1) fstypes=(ext4 xfs)
 sizes=($((64 << 20)) $((320 << 20)))  # mkfs.xfs wants 300 MB or more
@@ -47,6 +59,7 @@ cleanup() {
   for record in "$work"/disk[0-9]-restored.json "$work"/disk[0-9].json; do
     [ ! -e "$record" ] || "${blobdisk[@]}" down --json "$record" >/dev/null || true
   done
+  [ ! -e "$work/arm.json" ] || "${armstandin[@]}" down --json "$work/arm.json" || true
   [ ! -e "$work/azurite.json" ] || "${azurite[@]}" down --json "$work/azurite.json" || true
   rm -rf "$work"
   echo "removed the application, the restored disks, the disks, the blob service and $work"
@@ -94,6 +107,19 @@ step "Preflight: would the next snapshot be application-consistent?"
 shown preflight.log '/TASK \[appconsistent.vmsnapshot.configure_prepost : Print/,/^$/p' \
   "${job[@]}" appconsistent.vmsnapshot.preflight
 
+if [ -n "$managed" ]; then
+  step "Serving the two disks as managed disks (Resource Manager and IMDS stand-in, not Azure)"
+  "${armstandin[@]}" up --json "$work/arm.json" --azurite-json "$work/azurite.json" \
+    --base-dir "$work" >/dev/null
+  secret "$work/managed.json" python "$ROOT/demo/managed.py" disks "$work"
+  python -c 'import json,sys; [print(d["id"]) for d in json.load(open(sys.argv[1]))["managed_disks"]]' \
+    "$work/managed.json"
+  step "Taking incremental snapshots of the managed disks under the freeze, restoring each"
+  shown managed.log '/TASK \[Print the result\]/,/^$/p' \
+    "${job[@]}" -e "@$work/managed.json" -e "restored_file=$work/restored-disks.json" \
+    "$ROOT/demo/managed-snapshot.yml"
+  python "$ROOT/demo/managed.py" restored "$work" "$work/restored-disks.json"
+else
 step "Taking the snapshot (snapshot playbook)"
 shown snapshot.log '/TASK \[appconsistent.vmsnapshot.snapshot : Print/,/^$/p' \
   "${job[@]}" appconsistent.vmsnapshot.snapshot
@@ -107,6 +133,7 @@ done
 secret "$work/restore.json" python "$ROOT/demo/make_vars.py" restore "$work"
 shown restore.log 's/^ *"msg": "\(disk .*\)"$/\1/p' \
   playbook -e "@$work/restore.json" appconsistent.vmsnapshot.restore
+fi
 
 step "Attaching the restored disks"
 for disk in "${disks[@]}"; do
