@@ -104,6 +104,14 @@ def test_snapshot_of_a_blob_backed_disk_under_freeze_restores_to_the_bytes_of_be
     assert taken["snapshot_id"].endswith("/snapshots/vm1-data-" + taken["snapshot_id"][-16:])
     # Followed after the thaw: the operation ended and the background copy is complete.
     assert taken["provisioning_state"] == "Succeeded" and taken["completion_percent"] == 100.0
+    assert result["timings"]["follow_up_ms"] > 0
+    calls = [
+        r for r in standin.requests() if "vm1-data" in r["path"] or "DiskOperations" in r["path"]
+    ]
+    put = next(i for i, r in enumerate(calls) if r["method"] == "PUT")
+    # Inside the window only the PUT; the operation is polled after it (after the thaw).
+    assert calls[put]["status"] == 202
+    assert any("DiskOperations" in r["path"] for r in calls[put + 1 :])
     resource = standin.backing(taken["snapshot_id"])["resource"]
     assert resource["properties"]["incremental"] is True
     assert resource["properties"]["creationData"] == {
