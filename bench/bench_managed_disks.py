@@ -38,7 +38,7 @@ from harness.loopfs import make_loop_filesystem
 NAME = "managed_disks"
 DISK_COUNTS = (1, 4)
 MAX_FREEZE_SECONDS = 30
-RATIO_LIMIT = 1.5
+RATIO_LIMIT = 1.3  # as bench_freeze_window
 COLD_PAUSE = 0.2
 COLUMNS = [
     ("disks", "disks"),
@@ -47,6 +47,8 @@ COLUMNS = [
     ("frozen window", "window_ms"),
     ("p90", "window_p90_ms"),
     ("calls frozen", "calls_frozen_ms"),
+    ("hold", "hold_ms"),
+    ("hold / calls", "hold_ratio"),
     ("window / calls", "ratio"),
     ("window - calls", "diff_ms"),
 ]
@@ -91,7 +93,8 @@ def frozen_round(mounts: list[str], endpoints, counter) -> dict:
         guardian.close()
     if report.thaw_forced:
         raise RuntimeError(f"the freeze went wrong: {report}")
-    return {"window": report.frozen_window_ms, "calls": calls}
+    hold = report.frozen_window_ms - report.freeze_ms - report.thaw_ms
+    return {"window": report.frozen_window_ms, "calls": calls, "hold": hold}
 
 
 def run(reps: int, log: Callable[[str], None] = print) -> dict:
@@ -144,10 +147,12 @@ def run(reps: int, log: Callable[[str], None] = print) -> dict:
                 "window_ms": median([f["window"] for f in frozen]),
                 "window_p90_ms": p90([f["window"] for f in frozen]),
                 "calls_frozen_ms": median([f["calls"] for f in frozen]),
+                "hold_ms": median([f["hold"] for f in frozen]),
             }
             row.update(
                 ratio=round(row["window_ms"] / row["calls_unfrozen_ms"], 3),
                 diff_ms=round(row["window_ms"] - row["calls_unfrozen_ms"], 3),
+                hold_ratio=round(row["hold_ms"] / row["calls_unfrozen_ms"], 3),
             )
             rows.append(row)
             log(
@@ -162,11 +167,15 @@ def run(reps: int, log: Callable[[str], None] = print) -> dict:
             rows,
         )
     ]
-    targets = [
-        Target(f"managed window / calls, {r['disks']} disks", r["ratio"], RATIO_LIMIT, "x",
-               "the freeze and thaw ioctls and the guardian's hand-offs are the difference")
-        for r in rows
-    ]  # fmt: skip
+    bound = "bounded by the kernel's FIFREEZE/FITHAW (see freeze_window's kernel table)"
+    targets = []
+    for r in rows:
+        n = r["disks"]
+        targets += [
+            Target(f"managed window / calls, {n} disks", r["ratio"], RATIO_LIMIT, "x", bound),
+            Target(f"managed hold / calls, {n} disks (kernel ioctls taken out)",
+                   r["hold_ratio"], RATIO_LIMIT, "x"),
+        ]  # fmt: skip
     return {
         "name": NAME,
         "params": {"reps": reps, "disk_counts": list(DISK_COUNTS), "cold_pause_s": COLD_PAUSE},
@@ -174,6 +183,8 @@ def run(reps: int, log: Callable[[str], None] = print) -> dict:
         "tables": tables,
         "targets": targets,
         "notes": [
+            "hold: window - freeze - thaw (the guardian's own timing of its ioctls): the part "
+            "of the window the snapshot calls and the hand-offs take.",
             "Azure itself was not reached: the stand-in's latency is loopback plus a blob "
             "snapshot in Azurite; on Azure the calls take longer and the ratio shrinks.",
         ],
