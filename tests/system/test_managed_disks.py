@@ -318,3 +318,56 @@ class socket_nobody_listens_on:
 
     def __exit__(self, *exc) -> None:
         self.sock.close()
+
+
+def test_nothing_is_imported_while_frozen(azurite, standin, loop_ext4, tmp_path, monkeypatch):
+    """In process: the managed-disk calls, a 429 retry and a refused disk import nothing."""
+    import sys
+
+    from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils import (
+        _managed_disk,
+        _snapshot_run,
+    )
+
+    disk_ids = new_disks(standin, 3, "imports")
+    refused = disk_ids[2].rsplit("/", 1)[1]
+    standin.set_faults(
+        {"method": "PUT", "path": "/snapshots/", "status": 429, "retry_after": 0.2, "times": 1},
+        {"method": "PUT", "path": f"/snapshots/{refused}-", "status": 409, "code": "Conflict"},
+    )
+    prepost = write_prepost(tmp_path / "scripts")
+    frozen = {"now": False, "imports": []}
+
+    def watch(event, args):
+        if frozen["now"] and event == "import":
+            frozen["imports"].append(args[0])
+
+    sys.addaudithook(watch)
+    guardian = _snapshot_run.Guardian
+    real_freeze, real_thaw = guardian.freeze, guardian.thaw
+
+    def freeze(self):
+        real_freeze(self)
+        frozen["now"] = True
+
+    def thaw(self):
+        frozen["now"] = False
+        return real_thaw(self)
+
+    monkeypatch.setattr(guardian, "freeze", freeze)
+    monkeypatch.setattr(guardian, "thaw", thaw)
+    params = arm_args(standin, disk_ids)
+    request = _snapshot_run.SnapshotRequest(
+        disks=[],
+        config_path=str(prepost.config_path),
+        freeze_mounts=[loop_ext4.mount_point],
+        state_dir=str(tmp_path / "state"),
+        log_dir=str(tmp_path / "log"),
+        managed_disks=_managed_disk.targets_from_params(params),
+        arm=_managed_disk.settings_from_params(params),
+    )
+    result = _snapshot_run.run_snapshot(request)
+    frozen["now"] = False
+    assert [s["ok"] for s in result["snapshots"]] == [True, True, False], result
+    assert result["frozen_mounts"] == [loop_ext4.mount_point]
+    assert frozen["imports"] == []
