@@ -51,8 +51,13 @@ options:
         every disk gets an incremental snapshot (C(Microsoft.Compute/snapshots),
         C(createOption=Copy), C(incremental=true)) through Azure Resource Manager, in parallel.
       - The freeze holds until Resource Manager accepted each snapshot, which fixes its point in
-        time; the background copy and the operation's end are followed after the thaw (see the
-        README, "Managed disks").
+        time; the background copy and the operation's end are followed after the thaw (see
+        C(docs/managed-disks.md), which cites Microsoft's documentation for it).
+      - "Least privilege: C(Microsoft.Compute/disks/read) on the disks and
+        C(Microsoft.Compute/snapshots/read) and C(Microsoft.Compute/snapshots/write) on the
+        snapshots' resource group, for the VM's managed identity or the O(access_token)'s
+        principal (a custom role; or the built-in Disk Backup Reader on the disks and Disk
+        Snapshot Contributor on the resource group)."
       - The token (the VM's managed identity from IMDS, or O(access_token)) and a connection
         are ready before the pre-script; each disk is read once then (its location).
       - Each snapshot carries O(backup_metadata) and the consistency stamp
