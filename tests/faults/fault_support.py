@@ -46,6 +46,7 @@ PRE_SCRIPT = """#!/bin/sh
 # own {helper_seconds} s are over, as a database helper's lock timeout would end it).
 dir='{dir}'
 echo "pre-start $*" >> "$dir/journal"
+echo $$ >> "$dir/pre.pids"
 # One helper at a time: a retried attempt finds the lock held and leaves it to the first one.
 setsid sh -c 'exec 9>>"$1/app.lock"; flock -xn 9 || exit 0; echo $$ > "$1/helper.pid"
     exec sleep "$2"' helper "$dir" {helper_seconds} </dev/null >/dev/null 2>&1 &
@@ -146,13 +147,20 @@ class App:
         return bool(self.entries())
 
     def pre_scripts_done(self, timeout: float = 5.0) -> bool:
-        """Wait until every pre-script that started (maybe orphaned by a kill) has ended."""
+        """Wait until every pre-script that started has ended: finished, or killed with its
+        module (scripts die with the run that started them)."""
         deadline = time.monotonic() + timeout
-        while self.count("pre-start") > self.count("pre-end"):
+        while self.count("pre-start") > self.count("pre-end") and self._pre_script_alive():
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.02)
         return True
+
+    def _pre_script_alive(self) -> bool:
+        pids = self.dir / "pre.pids"
+        if not pids.exists():
+            return False
+        return any(alive(int(pid)) for pid in pids.read_text().split())
 
     def lock_free(self, timeout: float = 2.0) -> bool:
         """Is the application's lock free (its helper stopped), within `timeout`?"""
