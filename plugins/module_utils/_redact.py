@@ -43,6 +43,9 @@ REDACTED = "REDACTED"
 MIN_SECRET_LENGTH = 6
 # A run of at least this many characters of a registered value counts as a leak of it.
 FRAGMENT_LENGTH = 12
+# Values up to this long (signatures, keys, tokens) are matched even with every character
+# encoded; in longer ones (query strings) letters and digits are matched as they are.
+_FULL_SPELLING_LENGTH = 128
 
 # --- the pattern-based fallback: secrets nobody registered ------------------------------------
 
@@ -106,6 +109,10 @@ def _char_pattern(char: str) -> str:
     return "(?:" + "|".join(alternatives) + ")"
 
 
+def _light_pattern(char: str) -> str:
+    return re.escape(char) if char.isalnum() and char.isascii() else _char_pattern(char)
+
+
 def _base64_variants(value: str) -> List[str]:
     """The base64 text that only `value` determines, at each of the 3 byte alignments."""
     data = value.encode("utf-8", "surrogatepass")
@@ -123,7 +130,8 @@ class _Registry:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._values: List[str] = []
-        self._pattern: Optional[Pattern[str]] = None
+        # One compiled pattern per value, longest value first: registering compiles one value.
+        self._patterns: Tuple[Tuple[int, Pattern[str]], ...] = ()
         self._fragments: FrozenSet[str] = frozenset()
 
     def register(self, value: str, fragments: bool) -> None:
@@ -133,18 +141,22 @@ class _Registry:
             if value in self._values:
                 return
             self._values.append(value)
-            alternatives = []
-            for known in sorted(self._values, key=len, reverse=True):
-                alternatives.append("".join(_char_pattern(char) for char in known))
-                alternatives += [re.escape(piece) for piece in _base64_variants(known)]
-            self._pattern = re.compile("|".join(alternatives))
+            # A long value (a whole query string) keeps its letters and digits literal: its
+            # pattern would otherwise cost tens of milliseconds to compile.
+            spell = _char_pattern if len(value) <= _FULL_SPELLING_LENGTH else _light_pattern
+            spellings = ["".join(spell(char) for char in value)]
+            spellings += [re.escape(piece) for piece in _base64_variants(value)]
+            pattern = re.compile("|".join(spellings))
+            self._patterns = tuple(
+                sorted((*self._patterns, (len(value), pattern)), key=lambda item: -item[0])
+            )
             if fragments:
                 grams = {value[i : i + FRAGMENT_LENGTH] for i in range(len(value))}
                 self._fragments = self._fragments | {g for g in grams if len(g) == FRAGMENT_LENGTH}
 
     def scrub(self, text: str) -> str:
-        pattern, fragments = self._pattern, self._fragments
-        if pattern is not None:
+        patterns, fragments = self._patterns, self._fragments
+        for _length, pattern in patterns:
             text = pattern.sub(REDACTED, text)
         if fragments:
             text = _RUN.sub(lambda match: _scrub_run(match.group(0), fragments), text)
@@ -152,7 +164,7 @@ class _Registry:
 
     def clear(self) -> None:
         with self._lock:
-            self._values, self._pattern, self._fragments = [], None, frozenset()
+            self._values, self._patterns, self._fragments = [], (), frozenset()
 
 
 def _decoded(run: str) -> str:

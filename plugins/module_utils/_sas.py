@@ -149,10 +149,11 @@ def _register_secrets(uri: str) -> list[str]:
         if _name_of(name) != "sig":
             continue
         signatures.append(value)
-        for spelling in (value, unquote(value), unquote(unquote(value))):
-            register(spelling)
-            for piece in re.split(r"[\s\x00-\x1f\x7f]+", spelling):
-                register(piece)
+        # The decoded value's pattern also matches its percent-encoded spellings (any depth).
+        plain = unquote(unquote(value))
+        register(plain)
+        for piece in re.split(r"[\s\x00-\x1f\x7f]+", plain):
+            register(piece)
     # The whole query too, but not one without a real signature: "sv=1&sig=" as a secret would
     # blank the "sig=" in front of every other SAS.
     if any(len(value) >= MIN_SECRET_LENGTH for value in signatures):
