@@ -145,7 +145,9 @@ options:
     elements: path
     default: []
   max_freeze_seconds:
-    description: The longest a filesystem may stay frozen; the guardian thaws at this deadline.
+    description:
+      - The longest a filesystem may stay frozen; the guardian thaws at this deadline.
+      - From 1 to 600; anything else is refused (11) before anything runs.
     type: int
     default: 60
   expedite_freeze:
