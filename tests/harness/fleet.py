@@ -98,6 +98,9 @@ UseDNS no
 PrintMotd no
 MaxStartups 100:30:200
 AcceptEnv LANG LC_*
+# The hosts reach the fleet's Azurite over plain http on the bridge; the modules refuse http to
+# anything but loopback unless the host is named here (a test network, not a production one).
+SetEnv APPCONSISTENT_VMSNAPSHOT_HTTP_HOSTS={bridge}
 Subsystem sftp internal-sftp
 """
 
@@ -430,7 +433,9 @@ def _make_hosts(fleet: Fleet, data_size_mib: int) -> None:
         hdir = Path(h.dir)
         for sub in ("ssh", "state", "root"):
             (hdir / sub).mkdir(parents=True)
-        (hdir / "ssh" / "sshd_config").write_text(SSHD_CONFIG.format(address=h.address))
+        (hdir / "ssh" / "sshd_config").write_text(
+            SSHD_CONFIG.format(address=h.address, bridge=fleet.bridge_address)
+        )
         (hdir / "ssh" / "authorized_keys").write_text(pub)
         key = hdir / "ssh" / "ssh_host_ed25519_key"
         _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", h.name, "-f", str(key)])
