@@ -12,6 +12,7 @@ unit-tested. Error messages name the variable, never the value: the value may be
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
@@ -27,6 +28,9 @@ RANK = {NONE: 0, CRASH: 1, FILESYSTEM: 2, APPLICATION: 3}
 LEVELS = tuple(RANK)
 # The last characters of a script's stderr that a summary row carries.
 STDERR_TAIL_CHARS = 240
+# What marks a script that exited 0 as worth a look; scripts that only narrate (the examples log
+# each step to stderr) stay out of the summary.
+_ERROR_WORDS = re.compile(r"error|fail|fatal|denied|cannot|can't|unable|refused", re.I)
 
 
 class FleetInputError(ValueError):
@@ -110,7 +114,8 @@ def _float_or_none(value: Any) -> Optional[float]:
 
 
 def _script_notes(scripts: Mapping) -> list[dict]:
-    """Every script that failed, timed out or wrote to stderr, with the tail of that stderr."""
+    """Every script that failed, timed out, or exited 0 with an error in its stderr (as
+    Microsoft's MySQL sample does when its SQL fails), with the tail of that stderr."""
     notes = []
     for phase in ("recovered_post", "pre", "post"):
         result = scripts.get(phase) or {}
@@ -118,7 +123,7 @@ def _script_notes(scripts: Mapping) -> list[dict]:
             script = (plugin or {}).get("script") or {}
             stderr = (script.get("stderr_tail") or "").strip()
             code = script.get("exit_code")
-            if script and (stderr or code != 0 or script.get("timed_out")):
+            if script and (code != 0 or script.get("timed_out") or _ERROR_WORDS.search(stderr)):
                 notes.append(
                     {
                         "phase": phase,

@@ -154,6 +154,14 @@ def test_host_result_flags_a_script_that_wrote_errors_but_exited_zero():
                     "status_code": 0,
                     "script": {"path": "/etc/azure/ok.sh", "exit_code": 0, "stderr_tail": ""},
                 },
+                {
+                    "status_code": 0,
+                    "script": {
+                        "path": "/etc/azure/chatty.sh",
+                        "exit_code": 0,
+                        "stderr_tail": "app quiesced",
+                    },
+                },
             ]
         },
     }
