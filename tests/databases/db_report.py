@@ -19,6 +19,7 @@ COLUMNS = (
     ("integrity_problems", "integrity problems"),
     ("held_quiesced_ms_max", "held quiesced ms (max)"),
     ("writer_stall_ms_max", "writer stall ms (max)"),
+    ("writer_tps_pre_script_min", "writer tps in pre-script (min)"),
     ("start_seconds_max", "start s (max)"),
     ("redo_seconds_max", "redo s (max)"),
 )
@@ -38,6 +39,10 @@ def _mode_figures(snapshots: list[Snapshot]) -> dict:
         "held_quiesced_ms_max": max(held) if held else None,
         "held_quiesced_ms_mean": round(mean(held)) if held else None,
         "writer_stall_ms_max": max((s.writer_stall_ms for s in snapshots), default=None),
+        "writer_tps_pre_script_min": min(
+            (s.writer_tps_pre_script for s in snapshots if s.writer_tps_pre_script is not None),
+            default=None,
+        ),
         "start_seconds_max": max(
             (s.start_seconds for s in snapshots if s.start_seconds is not None), default=None
         ),
@@ -78,7 +83,8 @@ def table(recorded: dict) -> str:
         "rows checked: transactions acknowledged before the pre-script finished (none: before the",
         "run started), each looked up in the restored and started database.",
         "held quiesced: how long the lock was held; PostgreSQL holds none (its pre-script runs a",
-        "CHECKPOINT, see checkpoint_ms_max). writer stall: the longest wait for an acknowledgement",
-        "during the snapshot run. Every snapshot, with its problems, is in results.json.",
+        "CHECKPOINT when it fits, see checkpoint_ms_max). writer stall: the longest wait for an",
+        "acknowledgement during the snapshot run; writer tps in pre-script: its commits per second",
+        "while the pre-script ran. Every snapshot, with its problems, is in results.json.",
     ]
     return "\n".join([*lines, "", *notes])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from db_proof import PGBENCH_TPS, Experiment
+from db_proof import PGBENCH_CLIENTS, PGBENCH_TPS, Experiment
 from db_report import figures
 
 pytestmark = pytest.mark.root
@@ -42,7 +42,7 @@ def test_restored_snapshots_start_with_every_acknowledged_transaction(
     finally:
         experiment.close()
     load = "writer (acknowledged commits)" + (
-        f" + pgbench -c 2 -R {PGBENCH_TPS}" if kind == "postgresql" else ""
+        f" + pgbench -c {PGBENCH_CLIENTS} -R {PGBENCH_TPS}" if kind == "postgresql" else ""
     )
     record_proof(kind, figures(version, load, experiment.snapshots))
 

@@ -320,7 +320,8 @@ def test_the_postgresql_pre_script_skips_when_the_last_pace_does_not_fit(
     params = pg_params(postgresql, tmp_path, "timeout=10")
     assert run(scripts / "postgresql-pre.sh", *params).returncode == 0
     write_wal(postgresql, 3)
-    (tmp_path / "pg-state" / "pace").write_text("5000\n")  # 5 s per MB: 15 s, over 4 s
+    # 5 s per MB, measured now: about 15 s for 3 MB, over half of the 8 s left.
+    (tmp_path / "pg-state" / "pace").write_text(f"5000 {int(time.time())} completed\n")
     before = checkpoints(postgresql)
     pre = run(scripts / "postgresql-pre.sh", *params)
     assert pre.returncode == 0 and "at the last one's pace" in pre.stderr, pre.stderr

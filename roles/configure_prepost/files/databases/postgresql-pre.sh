@@ -100,23 +100,40 @@ rm -f -- "$state_dir/quiesced"
 # The checkpointer waits in CheckpointerMain between checkpoints; any other wait (or none: it is
 # writing) means a checkpoint is running. The WAL since the last redo point is what a checkpoint
 # now has to cover (and what a restore replays without one).
-state=$(sql 3000 "SELECT coalesce((SELECT coalesce(wait_event, 'busy') FROM pg_stat_activity
-    WHERE backend_type = 'checkpointer'), 'unknown') || ' ' || pg_wal_lsn_diff(CASE WHEN
-    pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END,
-    (pg_control_checkpoint()).redo_lsn)::bigint / 1024") ||
+# A third of the time for this query. When the server cannot answer it in time (its disk is
+# so far behind that even reading pg_control waits), a CHECKPOINT would not fit either: skip it.
+state=$(sql $((timeout * 1000 / 3)) "SELECT coalesce((SELECT coalesce(wait_event, 'busy') FROM
+    pg_stat_activity WHERE backend_type = 'checkpointer'), 'unknown') || ' ' ||
+    pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE
+    pg_current_wal_lsn() END, (pg_control_checkpoint()).redo_lsn)::bigint / 1024" \
+    2>"$state_dir/query.err")
+code=$?
+if [ "$code" -eq 124 ] || grep -q 'statement timeout' "$state_dir/query.err"; then
+    state="slow 0"
+elif [ "$code" -ne 0 ]; then
+    cat -- "$state_dir/query.err" >&2
     fail "cannot query the server (see above)"
+fi
 checkpointer=${state% *} wal_kb=${state#* }
 wal_mb=$(((wal_kb + 1023) / 1024))
 
-# The pace of this host's last timed CHECKPOINT: milliseconds per MB of WAL it covered.
-ms_per_mb=''
-[ -f "$state_dir/pace" ] && ms_per_mb=$(cat -- "$state_dir/pace" 2>/dev/null)
-case $ms_per_mb in '' | *[!0-9]*) ms_per_mb='' ;; esac
+# The pace of this host's last timed CHECKPOINT: milliseconds per MB of WAL it covered. One that
+# was cancelled counts as if its time had covered 1 MB (it did not finish: more is unknown),
+# which makes the next runs skip; that guess is dropped after a day, so the pace is measured
+# again instead of skipping for ever.
+ms_per_mb='' measured_at=0 how=''
+[ -f "$state_dir/pace" ] && read -r ms_per_mb measured_at how <"$state_dir/pace"
+case $ms_per_mb$measured_at in '' | *[!0-9]*) ms_per_mb='' ;; esac
+if [ "$how" = cancelled ] && [ $((started_ms / 1000 - measured_at)) -gt 86400 ]; then
+    ms_per_mb=''
+fi
 budget_ms=$((deadline_ms - $(now_ms) - 2000))
 
 skip=''
 if [ "$checkpoint" = never ]; then
     skip="checkpoint=never"
+elif [ "$checkpointer" = slow ]; then
+    skip="the server did not answer within $((timeout / 3))s"
 elif [ "$checkpointer" != CheckpointerMain ]; then
     # Asking now would wait for the running checkpoint and then for a whole new one.
     skip="a checkpoint is already running (checkpointer: $checkpointer)"
@@ -135,7 +152,11 @@ else
     sql "$budget_ms" CHECKPOINT
     code=$?
     checkpoint_ms=$(($(now_ms) - begin_ms))
-    pace=$((checkpoint_ms / (wal_mb > 0 ? wal_mb : 1)))
+    if [ "$code" -eq 0 ]; then
+        pace="$((checkpoint_ms / (wal_mb > 0 ? wal_mb : 1))) $((begin_ms / 1000)) completed"
+    else
+        pace="$checkpoint_ms $((begin_ms / 1000)) cancelled"
+    fi
     echo "$pace" >"$state_dir/pace.tmp" && mv -f -- "$state_dir/pace.tmp" "$state_dir/pace"
     if [ "$code" -ne 0 ]; then
         fail "CHECKPOINT failed or was cancelled after ${checkpoint_ms} ms (${wal_mb} MB of WAL to cover); a cancelled checkpoint goes on in the checkpointer, and the next runs skip it until it fits"
