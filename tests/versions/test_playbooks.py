@@ -92,7 +92,7 @@ def test_configure_preflight_snapshot_restore(tmp_path, azurite, blob_disks, loo
     assert "1 of 1 hosts would get an application-consistent snapshot" in done.stdout, output(done)
 
     disks = blob_disks(2)
-    (loop_ext4.mount_point and Path(loop_ext4.mount_point, "data")).write_bytes(b"before")
+    Path(loop_ext4.mount_point, "data").write_bytes(b"before")
     snapshot = {
         **common,
         **paths,
@@ -128,11 +128,10 @@ def test_configure_preflight_snapshot_restore(tmp_path, azurite, blob_disks, loo
     assert not state_file.exists()  # the post-script ran
 
     destination = azurite.blob_sas(disks[0].container, "restored.vhd", permissions="rcw")
+    source = azurite.blob_sas(disks[0].container, disks[0].name, permissions="r", snapshot=taken[0])
     restore = {
         "target_hosts": "localhost",
-        "restore_disks": [
-            {"snapshot_uri": disks[0].sas, "snapshot": taken[0], "destination_uri": destination}
-        ],
+        "restore_disks": [{"snapshot_uri": source, "destination_uri": destination}],
         "restore_wait_timeout": 60,
     }
     done = ansible_playbook("appconsistent.vmsnapshot.restore", restore, tmp_path)
