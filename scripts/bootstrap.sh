@@ -13,7 +13,7 @@ say() { printf 'bootstrap: %s\n' "$*"; }
 
 apt_packages=(xfsprogs btrfs-progs e2fsprogs util-linux shellcheck openssh-server openssh-client
   iproute2 rsync git make curl python3 python3-venv python3-dev nodejs npm
-  fuse3 postgresql postgresql-contrib mariadb-server mariadb-client)
+  fuse3 bindfs postgresql postgresql-contrib mariadb-server mariadb-client)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   # nodejs/npm may come from another source (nodesource, nvm); only the commands matter.
