@@ -157,7 +157,7 @@ class SnapshotResult:
 
 
 def snapshot_status_for(results: List[SnapshotResult]) -> Status:
-    """The run's snapshot code from the per-disk results (reference §3, §5.3).
+    """The run's snapshot code from the per-disk results (docs/reference-behaviour.md §3, §5.3).
 
     all ok: 0 success; any disk at its snapshot limit: 85 (a retry cannot help); some ok: 761;
     none ok: 173 when throttled, else 76 (also when there are no disks at all).

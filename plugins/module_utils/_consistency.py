@@ -2,7 +2,9 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 # Private to the appconsistent.vmsnapshot collection: not a public API.
-"""The reference's failure policy (§2.3, §2.4, §6) as pure functions: no I/O.
+"""The reference's failure policy as pure functions, no I/O.
+
+See docs/reference-behaviour.md §2.3, §2.4 and §6.
 
 * A precheck that finds no usable configuration (304, 305, 313, 314, 316) never blocks the
   snapshot and leaves the health green; 317 never blocks it but turns the health yellow; a

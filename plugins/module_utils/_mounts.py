@@ -4,8 +4,9 @@
 # Private to the appconsistent.vmsnapshot collection: not a public API.
 """The mount table (``/proc/self/mountinfo``) and which filesystems to freeze, in which order.
 
-The rules follow the reference (§4.1, §4.2): only ext3, ext4, xfs and btrfs; each filesystem
-(superblock) once and never through a bind mount; nested mounts before their parents, ``/`` last.
+The rules follow the reference (docs/reference-behaviour.md §4.1, §4.2): only ext3, ext4, xfs and
+btrfs; each filesystem (superblock) once and never through a bind mount; nested mounts before their
+parents, ``/`` last.
 Deliberate differences:
 
 * Loop devices are frozen like any other block device (the reference skips lsblk TYPE ``loop``):

@@ -4,10 +4,10 @@
 # Private to the appconsistent.vmsnapshot collection: not a public API.
 """Azure extension settings: the public `settings` and the decrypted `protected_settings`.
 
-Read as the reference's ParameterParser reads them (reference §5.1): the disks come from the
-protected `objectStr` (base64 JSON `{"blobSASUri": [...]}`), the backup metadata from the public
-`objectStr`. Bad input is code 11 (error_parameter), no settings at all is 16; messages never
-show a SAS signature (they name the setting, not its value).
+Read as the reference's ParameterParser reads them (docs/reference-behaviour.md §5.1): the disks
+come from the protected `objectStr` (base64 JSON `{"blobSASUri": [...]}`), the backup metadata from
+the public `objectStr`. Bad input is code 11 (error_parameter), no settings at all is 16; messages
+never show a SAS signature (they name the setting, not its value).
 """
 
 from __future__ import annotations
@@ -126,7 +126,10 @@ def _flag(value: Any, what: str) -> bool:
 
 
 def _crash_fallback_allowed(custom: Dict[str, Any], disk_count: int) -> bool:
-    """Reference §6: managed VM, allowed by the service, a service retry, exactly one disk."""
+    """Managed VM, allowed by the service, a service retry, exactly one disk.
+
+    See docs/reference-behaviour.md §6.
+    """
     retry = custom.get("backupRetryCount", 0)
     if isinstance(retry, bool) or not str(retry).isdigit():
         raise _bad("customSettings backupRetryCount must be a non-negative integer.")

@@ -542,7 +542,7 @@ class SnapshotRun:
     ) -> Status:
         if not self.request.crash_fallback_allowed:
             return status
-        # The single-disk crash-consistent fallback of the reference (§6).
+        # The reference's single-disk crash-consistent fallback (docs/reference-behaviour.md §6).
         self.log.warning("taking a crash-consistent snapshot despite the freeze failure")
         self._snapshot_all(endpoints, "crash")
         return status

@@ -2,7 +2,7 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 # Private to the appconsistent.vmsnapshot collection: not a public API.
-"""The status document of a run, in the reference's JSON shape (reference §5.5).
+"""The status document of a run, in the reference's JSON shape (docs/reference-behaviour.md §5.5).
 
 The blob variant (`build_status_document`) goes to the status blob; the local variant
 (`local_status_document`) nests the blob JSON in its substatus, as the guest agent expects.
@@ -148,7 +148,7 @@ def dumps_status_document(document: list) -> str:
 
 
 def local_status_document(blob_document: list, *, vm_type: Optional[str] = None) -> list:
-    """The local status file's variant of a blob document (reference §5.5).
+    """The local status file's variant of a blob document (docs/reference-behaviour.md §5.5).
 
     The same top-level shape with telemetryData, snapshotInfo and vmHealthInfo null, the blob
     document's JSON text as the one substatus, and an ISO timestamp (the guest agent parses

@@ -115,7 +115,7 @@ def storage_error(status: int, code: str, message: str, **headers: str) -> dict:
     }
 
 
-# What Azure answers, by the codes the reference maps (reference §3, §5.3).
+# What Azure answers, by the codes the reference maps (docs/reference-behaviour.md §3, §5.3).
 SNAPSHOT_COUNT_EXCEEDED = storage_error(
     409, "SnapshotCountExceeded", "The snapshot count against this blob has been exceeded."
 )

@@ -1,4 +1,7 @@
-"""The reference's failure table (§2.4) and consistency fallbacks (§6), row by row."""
+"""The reference's failure table and consistency fallbacks, row by row.
+
+See docs/reference-behaviour.md §2.4 and §6.
+"""
 
 from __future__ import annotations
 

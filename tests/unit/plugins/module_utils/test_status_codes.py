@@ -13,7 +13,7 @@ from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._status_c
     result_fields,
 )
 
-# Reference §3, code by code.
+# docs/reference-behaviour.md §3, code by code.
 REFERENCE = {
     0: "success_appconsistent",
     1: "success",
