@@ -41,7 +41,6 @@ _HEADER_VALUE = re.compile(r"^[\x20-\x7e]*$")
 @dataclass(frozen=True)
 class ExtensionSettings:
     task_id: Optional[str]
-    command: str  # "snapshot" or "install"
     command_start_ticks: Optional[str]
     disks: List[SasUri]  # in blobSASUri order: disk i is snapshotInfo[i]
     status_blob: Optional[SasUri]
@@ -49,7 +48,6 @@ class ExtensionSettings:
     backup_metadata: Dict[str, str]
     crash_fallback_allowed: bool
     vm_type: Optional[str]
-    locale: Optional[str]
 
 
 def _bad(message: str) -> VmSnapshotError:
@@ -105,16 +103,23 @@ def _backup_metadata(value: Any) -> Dict[str, str]:
     for index, item in enumerate(value):
         if not isinstance(item, dict) or "Key" not in item or "Value" not in item:
             raise _bad(f"{what}[{index}] must be an object with Key and Value.")
-        name, text = str(item["Key"]), str(item["Value"])
-        if not _METADATA_NAME.fullmatch(name):
-            raise _bad(
-                f"{what}[{index}] Key {name!r} is not a valid blob metadata name "
-                "(letters, digits and underscores, not starting with a digit)."
-            )
-        if not _HEADER_VALUE.fullmatch(text):
-            raise _bad(f"{what}[{index}] Value for {name!r} must be printable ASCII.")
+        name, text = blob_metadata_entry(item["Key"], item["Value"], f"{what}[{index}]")
         metadata[name] = text
     return metadata
+
+
+def blob_metadata_entry(name: object, value: object, where: str) -> tuple[str, str]:
+    """One metadata entry as text, checked now: it becomes an x-ms-meta-<name> HTTP header, and
+    a header the service refuses must not be found out while the filesystems are frozen."""
+    name, value = str(name), str(value)
+    if not _METADATA_NAME.fullmatch(name):
+        raise _bad(
+            f"{where} key {name!r} is not a valid blob metadata name "
+            "(letters, digits and underscores, not starting with a digit)."
+        )
+    if not _HEADER_VALUE.fullmatch(value):
+        raise _bad(f"{where} value for {name!r} must be printable ASCII.")
+    return name, value
 
 
 def _flag(value: Any, what: str) -> bool:
@@ -199,7 +204,6 @@ def parse_extension_settings(
     task_id = public.get("taskId")
     return ExtensionSettings(
         task_id=str(task_id) if task_id not in (None, "") else None,
-        command=command,
         command_start_ticks=ticks or None,
         disks=disks,
         status_blob=_optional_blob(public, protected, "statusBlobUri"),
@@ -207,7 +211,6 @@ def parse_extension_settings(
         backup_metadata=metadata,
         crash_fallback_allowed=_crash_fallback_allowed(custom, len(disks)),
         vm_type=public.get("vmType"),
-        locale=public.get("locale"),
     )
 
 
@@ -220,12 +223,6 @@ def ticks_to_datetime(ticks: Union[int, str]) -> datetime:
         return _TICKS_EPOCH + timedelta(microseconds=int(text) // 10)
     except OverflowError:
         raise _bad(f"commandStartTimeUTCTicks {text[:40]!r} is out of range.") from None
-
-
-def datetime_to_ticks(moment: datetime) -> int:
-    """The inverse of ticks_to_datetime (an aware datetime)."""
-    delta = moment - _TICKS_EPOCH
-    return (delta.days * 86400 + delta.seconds) * 10_000_000 + delta.microseconds * 10
 
 
 def command_too_late(

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import math
 import os
-import re
 
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._prepost_config import (
     unencodable,
 )
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._sas import parse_sas_uri
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._settings import (
+    blob_metadata_entry,
     parse_extension_settings,
 )
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._snapshot_run import (
@@ -34,9 +34,6 @@ from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._status_c
     VmSnapshotError,
 )
 
-# Blob metadata names must be C# identifiers (the Blob service rejects anything else).
-METADATA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-HEADER_VALUE = re.compile(r"[\x20-\x7e]*")
 MAX_FREEZE_SECONDS_LIMIT = 600
 MAX_SNAPSHOT_TIMEOUT = 600.0
 
@@ -46,18 +43,7 @@ def _bad(message: str) -> VmSnapshotError:
 
 
 def _metadata(value: dict) -> dict[str, str]:
-    metadata = {}
-    for name, item in value.items():
-        if not METADATA_NAME.fullmatch(str(name)):
-            raise _bad(
-                f"backup_metadata key {name!r} is not a valid blob metadata name "
-                "(letters, digits and underscores, not starting with a digit)."
-            )
-        # It becomes an HTTP header: checked now, not found out while frozen.
-        if not HEADER_VALUE.fullmatch(str(item)):
-            raise _bad(f"backup_metadata value for {name!r} must be printable ASCII.")
-        metadata[str(name)] = str(item)
-    return metadata
+    return dict(blob_metadata_entry(name, item, "backup_metadata") for name, item in value.items())
 
 
 def _text_only(value: object, what: str) -> None:

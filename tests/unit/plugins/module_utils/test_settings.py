@@ -10,7 +10,6 @@ import pytest
 
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._settings import (
     command_too_late,
-    datetime_to_ticks,
     parse_extension_settings,
     ticks_to_datetime,
 )
@@ -72,7 +71,6 @@ def parse_error(settings, protected_settings) -> VmSnapshotError:
 def test_full_snapshot_settings():
     parsed = parse_extension_settings(public(), protected([DISK0, DISK1]))
     assert parsed.task_id == "0f1e2d3c-task"
-    assert parsed.command == "snapshot"
     assert parsed.command_start_ticks == str(UNIX_EPOCH_TICKS)
     assert [disk.blob for disk in parsed.disks] == ["os.vhd", "data1.vhd"]
     assert parsed.disks[1].request_target().endswith(f"sig={SIG}")
@@ -80,7 +78,6 @@ def test_full_snapshot_settings():
     assert parsed.backup_metadata == {"backupId": "b-42", "Source_Task": "nightly run"}
     assert parsed.crash_fallback_allowed is False
     assert parsed.vm_type == "microsoft.compute/virtualmachines"
-    assert parsed.locale == "en-us"
     assert SIG not in repr(parsed)
 
 
@@ -91,7 +88,7 @@ def test_settings_as_json_text_and_protected_fallbacks():
         json.dumps(protected(statusBlobUri=STATUS, logsBlobUri=LOGS)),
     )
     assert parsed.status_blob.container == "status" and parsed.logs_blob.container == "logs"
-    assert parsed.task_id is None and parsed.locale is None
+    assert parsed.task_id is None
 
 
 def test_no_protected_settings_means_no_disks():
@@ -110,10 +107,11 @@ def test_no_protected_settings_means_no_disks():
     ],
 )
 def test_command(command, expected):
+    """Both commands are accepted; only a snapshot needs the public objectStr."""
     settings = public(commandToExecute=command)
     if expected == "install":
-        settings.pop("objectStr")  # not needed to install
-    assert parse_extension_settings(settings, protected()).command == expected
+        settings.pop("objectStr")
+    assert parse_extension_settings(settings, protected()).disks
 
 
 @pytest.mark.parametrize(
@@ -162,17 +160,17 @@ def test_no_settings_at_all_is_16(settings, protected_settings):
         (
             public(objectStr=b64json({"backupMetadata": [{"Key": "1st", "Value": "x"}]})),
             protected(),
-            "Key '1st' is not a valid blob metadata name",
+            "key '1st' is not a valid blob metadata name",
         ),
         (
             public(objectStr=b64json({"backupMetadata": [{"Key": "a", "Value": "x\r\ny"}]})),
             protected(),
-            "Value for 'a' must be printable ASCII",
+            "value for 'a' must be printable ASCII",
         ),
         (
             public(objectStr=b64json({"backupMetadata": [{"Key": "a", "Value": "é"}]})),
             protected(),
-            "Value for 'a' must be printable ASCII",
+            "value for 'a' must be printable ASCII",
         ),
         (public(), {"objectStr": "!!"}, "protected_settings objectStr is not valid base64"),
         (
@@ -268,6 +266,13 @@ def test_invalid_ticks(ticks):
 
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=timezone.utc)
+TICKS_EPOCH = datetime(1, 1, 1, tzinfo=timezone.utc)
+
+
+def datetime_to_ticks(moment: datetime) -> int:
+    """The inverse of ticks_to_datetime, for building test input."""
+    delta = moment - TICKS_EPOCH
+    return (delta.days * 86400 + delta.seconds) * 10_000_000 + delta.microseconds * 10
 
 
 @pytest.mark.parametrize(
