@@ -326,6 +326,11 @@ def test_the_postgresql_pre_script_skips_when_the_last_pace_does_not_fit(
     pre = run(scripts / "postgresql-pre.sh", *params)
     assert pre.returncode == 0 and "at the last one's pace" in pre.stderr, pre.stderr
     assert checkpoints(postgresql) == before
+    # A pace older than a day is measured again: the checkpoint is taken.
+    (tmp_path / "pg-state" / "pace").write_text(f"5000 {int(time.time()) - 90000} cancelled\n")
+    pre = run(scripts / "postgresql-pre.sh", *params)
+    assert pre.returncode == 0 and "checkpoint=taken" in pre.stderr, pre.stderr
+    assert checkpoints(postgresql) == before + 1
 
 
 def test_the_postgresql_pre_script_fails_within_its_timeout(postgresql, scripts, tmp_path):

@@ -119,12 +119,12 @@ wal_mb=$(((wal_kb + 1023) / 1024))
 
 # The pace of this host's last timed CHECKPOINT: milliseconds per MB of WAL it covered. One that
 # was cancelled counts as if its time had covered 1 MB (it did not finish: more is unknown),
-# which makes the next runs skip; that guess is dropped after a day, so the pace is measured
-# again instead of skipping for ever.
-ms_per_mb='' measured_at=0 how=''
-[ -f "$state_dir/pace" ] && read -r ms_per_mb measured_at how <"$state_dir/pace"
-case $ms_per_mb$measured_at in '' | *[!0-9]*) ms_per_mb='' ;; esac
-if [ "$how" = cancelled ] && [ $((started_ms / 1000 - measured_at)) -gt 86400 ]; then
+# which makes the next runs skip. A pace is kept for a day, then measured again: a skip never
+# measures, and a slow hour must not stop checkpoints for good.
+ms_per_mb='' measured_at=0
+[ -f "$state_dir/pace" ] && read -r ms_per_mb measured_at _ <"$state_dir/pace"
+case $ms_per_mb$measured_at in '' | *[!0-9]*) ms_per_mb='' measured_at=0 ;; esac
+if [ $((started_ms / 1000 - measured_at)) -gt 86400 ]; then
     ms_per_mb=''
 fi
 budget_ms=$((deadline_ms - $(now_ms) - 2000))
