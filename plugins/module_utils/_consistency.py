@@ -35,6 +35,11 @@ FILESYSTEM = "filesystem"
 CRASH = "crash"
 NONE = "none"
 
+# The consistency stamp on every snapshot (blob metadata or resource tags): the level reached and
+# the host that reached it.
+STAMP_LEVEL_KEY = "appconsistentLevel"
+STAMP_HOST_KEY = "appconsistentHost"
+
 _OK = (Status.success, Status.success_appconsistent)
 # The reference does not even count these as "app-consistent backup enabled".
 _NOT_ENABLED = (

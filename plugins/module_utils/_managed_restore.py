@@ -22,6 +22,9 @@ from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._arm_rest
     failure_status_for,
     ssl_context_for,
 )
+from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._consistency import (
+    STAMP_LEVEL_KEY,
+)
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._managed_disk import (
     RESOURCE_GROUP,
     SNAPSHOT_ID,
@@ -153,7 +156,7 @@ def restore(request: RestoreRequest, *, check_mode: bool = False) -> dict:
             "disk_id": request.disk_id,
             "snapshot_id": request.snapshot_id,
             "location": location,
-            "consistency": (snapshot.get("tags") or {}).get("appconsistentLevel"),
+            "consistency": (snapshot.get("tags") or {}).get(STAMP_LEVEL_KEY),
             "tags": (snapshot.get("tags") or {}),
         }
         if disk is not None:

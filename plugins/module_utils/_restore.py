@@ -22,6 +22,9 @@ from urllib.parse import quote
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._blob_rest import (
     BlobEndpoint,
 )
+from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._consistency import (
+    STAMP_LEVEL_KEY,
+)
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._sas import (
     SasUri,
     parse_sas_uri,
@@ -34,8 +37,6 @@ from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._status_c
 # A pending (asynchronous) copy is looked at after 0.5 s, then ever less often, at most every 5 s.
 FIRST_POLL_SECONDS = 0.5
 MAX_POLL_SECONDS = 5.0
-# The snapshot module's stamp; HTTP header names (so metadata names) are case-insensitive.
-CONSISTENCY_KEY = "appconsistentlevel"
 
 
 @dataclass(frozen=True)
@@ -218,8 +219,9 @@ def restore(request: RestoreRequest, *, check_mode: bool) -> dict:
         "content_length": source["content_length"],
         "copy_id": copy_id,
         "metadata": metadata,
+        # HTTP header names, so metadata names, are case-insensitive.
         "consistency": {name.lower(): value for name, value in metadata.items()}.get(
-            CONSISTENCY_KEY
+            STAMP_LEVEL_KEY.lower()
         ),
         "duration_ms": int((time.monotonic() - started) * 1000),
     }

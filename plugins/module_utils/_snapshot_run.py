@@ -562,7 +562,9 @@ class SnapshotRun:
                 request.snapshot_timeout, request.max_freeze_seconds * SNAPSHOT_SHARE_OF_DEADLINE
             )
         metadata = dict(request.backup_metadata)
-        metadata.update(appconsistentLevel=level, appconsistentHost=platform.node())
+        metadata.update(
+            {_consistency.STAMP_LEVEL_KEY: level, _consistency.STAMP_HOST_KEY: platform.node()}
+        )
         results: list[SnapshotResult | None] = [None] * len(endpoints)
 
         def take(index: int) -> None:

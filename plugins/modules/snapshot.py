@@ -317,12 +317,20 @@ from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._managed_
     ARM_ARGUMENT_SPEC,
     with_managed_disks,
 )
+from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._prepost_config import (
+    DEFAULT_CONFIG_PATH,
+    DEFAULT_HOST_CONFIG_PATH,
+)
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._redact import guard_module
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._sas import redact
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._snapshot_options import (
     request_from_params,
 )
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._snapshot_run import (
+    DEFAULT_LOG_DIR,
+    DEFAULT_MAX_FREEZE_SECONDS,
+    DEFAULT_SNAPSHOT_TIMEOUT,
+    DEFAULT_STATE_DIR,
     RunInterrupted,
     run_snapshot,
 )
@@ -347,8 +355,8 @@ def main() -> None:
             disks=dict(type="list", elements="str", no_log=True),
             settings=dict(type="dict", no_log=True),
             protected_settings=dict(type="dict", no_log=True),
-            config_path=dict(type="path", default="/etc/azure/VMSnapshotScriptPluginConfig.json"),
-            host_config_path=dict(type="path", default="/etc/azure/VMSnapshotPluginHost.conf"),
+            config_path=dict(type="path", default=DEFAULT_CONFIG_PATH),
+            host_config_path=dict(type="path", default=DEFAULT_HOST_CONFIG_PATH),
             status_blob_uri=dict(type="str", no_log=True),
             logs_blob_uri=dict(type="str", no_log=True),
             task_id=dict(type="str"),
@@ -366,17 +374,11 @@ def main() -> None:
             backup_metadata=dict(type="dict", default={}),
             freeze_mounts=dict(type="list", elements="path"),
             mounts_to_skip=dict(type="list", elements="path", default=[]),
-            max_freeze_seconds=dict(type="int", default=60),
-            snapshot_timeout=dict(type="float", default=10.0),
+            max_freeze_seconds=dict(type="int", default=DEFAULT_MAX_FREEZE_SECONDS),
+            snapshot_timeout=dict(type="float", default=DEFAULT_SNAPSHOT_TIMEOUT),
             expedite_freeze=dict(type="bool", default=True),
-            log_dir=dict(
-                type="path",
-                default="/var/log/azure/Microsoft.Azure.RecoveryServices.VMSnapshotLinux",
-            ),
-            state_dir=dict(
-                type="path",
-                default="/var/lib/waagent/Microsoft.Azure.RecoveryServices.VMSnapshotLinux",
-            ),
+            log_dir=dict(type="path", default=DEFAULT_LOG_DIR),
+            state_dir=dict(type="path", default=DEFAULT_STATE_DIR),
         ),
         mutually_exclusive=[("disks", "settings"), ("disks", "protected_settings")],
         required_one_of=[("disks", "settings", "protected_settings", "managed_disks")],
