@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import calendar
 import contextlib
-import ipaddress
 import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -35,7 +35,7 @@ from harness.fleet import DATA_MOUNT, REGISTRY, Fleet, is_process, running_fleet
 
 HOSTS = 5
 FAILING_PRE = "acvs-h02"  # its pre-script exits 3
-UNREACHABLE = "acvs-h04"  # one of its two disks is behind an address nobody answers
+UNREACHABLE = "acvs-h04"  # one of its two disks is behind a port nobody answers
 CONSISTENT = ("acvs-h01", "acvs-h03", "acvs-h05")
 DISKS_PER_HOST = 2
 CONFIG = "etc/azure/VMSnapshotScriptPluginConfig.json"
@@ -96,12 +96,20 @@ def disks(fleet5: Fleet, blob_service: Azurite) -> dict[str, list[str]]:
 def vars_inventory(fleet5, blob_service, disks, tmp_path_factory) -> Path:
     """A second inventory with the play's variables: scripts, disks (secrets), status blobs."""
     status_container = blob_service.create_container("status")
-    dead = ipaddress.ip_network(fleet5.subnet).network_address + 250  # no host has it
+    # The bridge is the only http address the hosts may use (the modules refuse plain http
+    # elsewhere), so the dead endpoint is a port on it that nothing listens on.
+    with socket.socket() as probe:
+        probe.bind((blob_service.host, 0))
+        dead_port = probe.getsockname()[1]
     hosts = {}
     for name in fleet5.names:
         uris = [blob_service.blob_sas("fleet", blob) for blob in disks[name]]
         if name == UNREACHABLE:
-            uris[1] = uris[1].replace(f"//{blob_service.host}:", f"//{dead}:", 1)
+            uris[1] = uris[1].replace(
+                f"//{blob_service.host}:{blob_service.port}/",
+                f"//{blob_service.host}:{dead_port}/",
+                1,
+            )
         hosts[name] = {
             "snapshot_disks": uris,
             "snapshot_status_blob_uri": blob_service.blob_sas(
