@@ -29,7 +29,8 @@ description:
 author:
   - appconsistent.vmsnapshot maintainers (@appconsistent)
 extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
+  - appconsistent.vmsnapshot.attributes
+  - appconsistent.vmsnapshot.attributes.posix
 attributes:
   check_mode:
     support: full
@@ -38,8 +39,6 @@ attributes:
     support: full
     details: A text diff of configurations and text scripts; binary or large content (over
       256 KiB) is shown as a size and SHA-256 line; owner and mode changes as before/after.
-  platform:
-    platforms: posix
 options:
   state:
     description:

@@ -35,14 +35,13 @@ description:
 author:
   - appconsistent.vmsnapshot maintainers (@appconsistent)
 extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
+  - appconsistent.vmsnapshot.attributes
+  - appconsistent.vmsnapshot.attributes.posix
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: none
-  platform:
-    platforms: posix
 options:
   config_path:
     description:

@@ -32,7 +32,8 @@ requirements:
   - azure-mgmt-compute
   - azure-identity
 extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
+  - appconsistent.vmsnapshot.attributes
+  - appconsistent.vmsnapshot.attributes.posix
 attributes:
   check_mode:
     support: full
@@ -40,8 +41,6 @@ attributes:
       be created (C(changed)); creates and deletes nothing.
   diff_mode:
     support: none
-  platform:
-    platforms: posix
 options:
   resource_group:
     description: The VM's resource group (the collection is created in it too).

@@ -28,21 +28,14 @@ author:
   - appconsistent.vmsnapshot maintainers (@appconsistent)
 attributes:
   check_mode:
-    description:
-      Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: Runs the prechecks (configuration, scripts, connections to every disk) and reports
       what a real run would get; runs no script, freezes nothing, takes no snapshot.
   diff_mode:
-    description:
-      Will return details on what has changed (or possibly needs changing in check_mode),
-      when in diff mode.
     support: none
-  platform:
-    description: Target OS/families that can be operated against.
-    support: full
-    platforms: posix
 extends_documentation_fragment:
+  - appconsistent.vmsnapshot.attributes
+  - appconsistent.vmsnapshot.attributes.posix
   - appconsistent.vmsnapshot.azure_arm
 options:
   managed_disks:

@@ -31,7 +31,8 @@ description:
 author:
   - appconsistent.vmsnapshot maintainers (@appconsistent)
 extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
+  - appconsistent.vmsnapshot.attributes
+  - appconsistent.vmsnapshot.attributes.posix
 attributes:
   check_mode:
     support: full
@@ -39,8 +40,6 @@ attributes:
       would do (RV(action)); copies nothing.
   diff_mode:
     support: none
-  platform:
-    platforms: posix
 options:
   snapshot_uri:
     description:
