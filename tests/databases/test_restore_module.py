@@ -228,6 +228,6 @@ def test_the_restore_playbook_restores_every_disk_once(azurite, disk):
     assert azurite.read_blob(container, "vm2-logs.vhd")[: len(NEW)] == NEW
 
     refused = run_playbook(playbook, extra_vars={"restore_disks": []}, options=("-c", "local"))
-    assert refused.returncode != 0 and "restore_disks must list at least one disk" in (
+    assert refused.returncode != 0 and "restore_disks must be a list of at least one disk" in (
         refused.stdout + refused.stderr
     )
