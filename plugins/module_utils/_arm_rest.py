@@ -29,7 +29,6 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
-from typing import Dict, Optional
 from urllib.parse import urlsplit
 
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._blob_rest import (
@@ -86,7 +85,7 @@ def describe(exc: BaseException) -> str:
 @dataclass(frozen=True)
 class ArmResponse:
     status: int
-    headers: Dict[str, str]
+    headers: dict[str, str]
     body: bytes
 
     def json(self) -> dict:
@@ -117,7 +116,7 @@ class ArmResponse:
         text = f"HTTP {self.status} {self.error_code()}: {message}".replace(" :", ":")
         return short(text.rstrip(": ") + _HINTS.get(self.status, ""))
 
-    def retry_after(self) -> Optional[float]:
+    def retry_after(self) -> float | None:
         value = self.headers.get("retry-after")
         try:
             return max(0.0, float(value)) if value is not None else None
@@ -159,7 +158,7 @@ class ArmConnection:
         endpoint: str,
         *,
         timeout: float,
-        ssl_context: Optional[ssl.SSLContext] = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         parts = urlsplit(endpoint)
         if parts.scheme not in ("https", "http") or not parts.hostname:
@@ -172,10 +171,10 @@ class ArmConnection:
         self.origin = f"{parts.scheme}://{parts.netloc}".lower()
         self.timeout = timeout
         self._ssl_context = ssl_context
-        self._addresses: Optional[list] = None
-        self._conn: Optional[http.client.HTTPConnection] = None
+        self._addresses: list | None = None
+        self._conn: http.client.HTTPConnection | None = None
 
-    def connect(self, deadline: Optional[float] = None) -> None:
+    def connect(self, deadline: float | None = None) -> None:
         """Resolve (once) and connect now, so a later call does not pay for it."""
         clock = self._clock(deadline)
         self.close()
@@ -214,10 +213,10 @@ class ArmConnection:
         method: str,
         target: str,
         *,
-        token: Optional[str] = None,
-        body: Optional[dict] = None,
-        headers: Optional[Dict[str, str]] = None,
-        deadline: Optional[float] = None,
+        token: str | None = None,
+        body: dict | None = None,
+        headers: dict[str, str] | None = None,
+        deadline: float | None = None,
         retry_throttled: bool = True,
     ) -> ArmResponse:
         """One call; raises OSError or http.client.HTTPException when no answer came.
@@ -261,7 +260,7 @@ class ArmConnection:
         if conn is not None:
             conn.close()
 
-    def _clock(self, deadline: Optional[float]) -> _Clock:
+    def _clock(self, deadline: float | None) -> _Clock:
         if deadline is None:
             deadline = time.monotonic() + self.timeout
         return _Clock(deadline, self.timeout)
@@ -306,7 +305,7 @@ class ArmConnection:
         )
 
 
-def ssl_context_for(ca_path: Optional[str]) -> ssl.SSLContext:
+def ssl_context_for(ca_path: str | None) -> ssl.SSLContext:
     """The TLS context for Resource Manager: the system's CAs, or `ca_path` (a file or dir)."""
     if ca_path and os.path.isdir(ca_path):
         return ssl.create_default_context(capath=ca_path)

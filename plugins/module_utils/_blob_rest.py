@@ -37,7 +37,6 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional
 from urllib.parse import parse_qsl, quote
 
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._sas import SasUri, redact
@@ -74,7 +73,7 @@ _HINTS = {
 }
 
 
-def copy_source_without_sas(url: Optional[str]) -> Optional[str]:
+def copy_source_without_sas(url: str | None) -> str | None:
     """A copy source as `<blob URL>[?snapshot=<time>]`: its SAS query (and signature) dropped."""
     if not url:
         return None
@@ -83,7 +82,7 @@ def copy_source_without_sas(url: Optional[str]) -> Optional[str]:
     return f"{base}?snapshot={snapshots[0]}" if snapshots else base
 
 
-def _properties(headers: Dict[str, str]) -> dict:
+def _properties(headers: dict[str, str]) -> dict:
     """Get Blob Properties headers as a dict; the copy source without its SAS."""
     return {
         "blob_type": headers.get("x-ms-blob-type"),
@@ -104,7 +103,7 @@ def _properties(headers: Dict[str, str]) -> dict:
     }
 
 
-def failure_status(http_status: Optional[int], text: str) -> Status:
+def failure_status(http_status: int | None, text: str) -> Status:
     """The code of one failed blob call: 85 and 173 from the storage error, else 15 (per blob)."""
     if SNAPSHOT_COUNT_EXCEEDED in text:
         return Status.FailedSnapshotLimitReached
@@ -118,10 +117,10 @@ class SnapshotResult:
     """The outcome of one disk's snapshot call; `error` is short and redacted."""
 
     blob_url: str
-    snapshot: Optional[str]
+    snapshot: str | None
     ok: bool
-    http_status: Optional[int]
-    error: Optional[str]
+    http_status: int | None
+    error: str | None
     status: Status
 
     @classmethod
@@ -130,7 +129,7 @@ class SnapshotResult:
         return cls(blob_url, None, False, None, redact(exc.message), exc.status)
 
     @property
-    def snapshot_url(self) -> Optional[str]:
+    def snapshot_url(self) -> str | None:
         return f"{self.blob_url}?snapshot={self.snapshot}" if self.snapshot else None
 
     def as_dict(self) -> dict:
@@ -156,7 +155,7 @@ class SnapshotResult:
         }
 
 
-def snapshot_status_for(results: List[SnapshotResult]) -> Status:
+def snapshot_status_for(results: list[SnapshotResult]) -> Status:
     """The run's snapshot code from the per-disk results (docs/reference-behaviour.md §3, §5.3).
 
     all ok: 0 success; any disk at its snapshot limit: 85 (a retry cannot help); some ok: 761;
@@ -179,7 +178,7 @@ def snapshot_status_for(results: List[SnapshotResult]) -> Status:
 class _Response:
     status: int
     reason: str
-    headers: Dict[str, str]
+    headers: dict[str, str]
     body: bytes
 
     def error_text(self) -> str:
@@ -288,7 +287,7 @@ class _BoundedSending:
     """Sends in pieces, each waiting only for the time left; reads through `_SocketView`."""
 
     clock: _Clock
-    sock: Optional[socket.socket]
+    sock: socket.socket | None
 
     def use(self, clock: _Clock) -> None:
         self.clock = clock
@@ -357,18 +356,18 @@ class BlobEndpoint:
     """One blob behind a SAS URI, over one persistent HTTP(S) connection."""
 
     def __init__(
-        self, sas: SasUri, *, timeout: float, ssl_context: Optional[ssl.SSLContext] = None
+        self, sas: SasUri, *, timeout: float, ssl_context: ssl.SSLContext | None = None
     ) -> None:
         self.sas = sas
         self.timeout = timeout
         self._ssl_context = ssl_context
-        self._addresses: Optional[list] = None
-        self._conn: Optional[http.client.HTTPConnection] = None
+        self._addresses: list | None = None
+        self._conn: http.client.HTTPConnection | None = None
 
     def __repr__(self) -> str:
         return f"BlobEndpoint({self.sas.redacted!r}, timeout={self.timeout})"
 
-    def open(self, *, deadline: Optional[float] = None) -> dict:
+    def open(self, *, deadline: float | None = None) -> dict:
         """Resolve, connect and check the SAS answers (Get Blob Properties); raise if not.
 
         A SAS without read permission is only connected (it cannot read properties). Call this
@@ -394,18 +393,18 @@ class BlobEndpoint:
             return {}
         return self.get_properties(deadline=deadline)
 
-    def get_properties(self, *, deadline: Optional[float] = None) -> dict:
+    def get_properties(self, *, deadline: float | None = None) -> dict:
         response = self._checked("HEAD", "", {}, None, deadline, "read the properties of")
         return _properties(response.headers)
 
-    def find_properties(self, *, deadline: Optional[float] = None) -> Optional[dict]:
+    def find_properties(self, *, deadline: float | None = None) -> dict | None:
         """`get_properties()`, or None when there is no such blob (HTTP 404)."""
         response = self._checked(
             "HEAD", "", {}, None, deadline, "read the properties of", accept=(404,)
         )
         return None if response.status == 404 else _properties(response.headers)
 
-    def start_copy(self, source_url: str, *, deadline: Optional[float] = None) -> dict:
+    def start_copy(self, source_url: str, *, deadline: float | None = None) -> dict:
         """Copy Blob from `source_url` (a SAS URL the service can read) over this blob.
 
         Returns `copy_id` and `copy_status` (`success`, or `pending` for an asynchronous copy
@@ -422,14 +421,14 @@ class BlobEndpoint:
             "copy_status": response.headers.get("x-ms-copy-status"),
         }
 
-    def abort_copy(self, copy_id: str, *, deadline: Optional[float] = None) -> None:
+    def abort_copy(self, copy_id: str, *, deadline: float | None = None) -> None:
         """Abort a pending copy into this blob (the blob is left empty, at its full size)."""
         headers = {"x-ms-version": X_MS_VERSION, "Content-Length": "0", "x-ms-copy-action": "abort"}
         query = f"comp=copy&copyid={quote(copy_id, safe='')}"
         self._checked("PUT", query, headers, None, deadline, "abort the copy into")
 
     def create_snapshot(
-        self, metadata: Dict[str, str], *, deadline: Optional[float] = None
+        self, metadata: dict[str, str], *, deadline: float | None = None
     ) -> SnapshotResult:
         """Snapshot the blob (`PUT ?comp=snapshot`); never raises: failures are results."""
         headers = {"x-ms-version": X_MS_VERSION, "Content-Length": "0"}
@@ -463,7 +462,7 @@ class BlobEndpoint:
         data: bytes,
         content_type: str = "application/octet-stream",
         *,
-        deadline: Optional[float] = None,
+        deadline: float | None = None,
     ) -> None:
         """Write `data` as the whole blob (status document, log); raise VmSnapshotError."""
         headers = {
@@ -512,7 +511,7 @@ class BlobEndpoint:
             )
         return response
 
-    def _clock(self, deadline: Optional[float]) -> _Clock:
+    def _clock(self, deadline: float | None) -> _Clock:
         """The call's absolute deadline: the one given, or `timeout` from now."""
         return _Clock(
             time.monotonic() + self.timeout if deadline is None else deadline, self.timeout

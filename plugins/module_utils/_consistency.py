@@ -24,7 +24,7 @@ See docs/reference-behaviour.md §2.3, §2.4 and §6.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._status_codes import (
     Status,
@@ -67,17 +67,17 @@ class Outcome:
     message: str
 
 
-def _ok(status: Optional[Status]) -> bool:
+def _ok(status: Status | None) -> bool:
     return status is None or status in _OK
 
 
-def _failed(status: Optional[Status]) -> bool:
+def _failed(status: Status | None) -> bool:
     return not _ok(status)
 
 
 def snapshot_allowed(
     precheck_status: Status,
-    pre_status: Optional[Status],
+    pre_status: Status | None,
     continue_on_failure: bool,
     fs_freeze_enabled: bool,
 ) -> bool:
@@ -102,11 +102,11 @@ def _name(status: Status) -> str:
 def final_outcome(
     *,
     precheck_status: Status,
-    pre_status: Optional[Status],
-    post_status: Optional[Status],
+    pre_status: Status | None,
+    post_status: Status | None,
     continue_on_failure: bool,
     fs_freeze_enabled: bool,
-    snapshot_status: Optional[Status],
+    snapshot_status: Status | None,
     snapshots_ok: int,
     snapshots_total: int,
     crash_fallback_allowed: bool,
@@ -126,7 +126,7 @@ def final_outcome(
     scripts = [precheck_status, pre_status, post_status]
     if precheck_status in _NOT_ENABLED:
         scripts = []  # the reference sets no health code for an unconfigured framework
-    health: Optional[Status] = next((s for s in scripts if _failed(s)), None)
+    health: Status | None = next((s for s in scripts if _failed(s)), None)
     script_error = next((s for s in (precheck_status, pre_status, post_status) if _failed(s)), None)
     notes = []
     if script_error is not None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, Optional
+from typing import Any
 
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._consistency import (
     APPLICATION,
@@ -95,7 +95,7 @@ def settings_dict(value: Any, name: str = "snapshot_protected_settings") -> dict
     return dict(value)
 
 
-def _int_or_none(value: Any) -> Optional[int]:
+def _int_or_none(value: Any) -> int | None:
     if value is None or value == "" or value == "None":
         return None
     try:
@@ -104,7 +104,7 @@ def _int_or_none(value: Any) -> Optional[int]:
         return None
 
 
-def _float_or_none(value: Any) -> Optional[float]:
+def _float_or_none(value: Any) -> float | None:
     if value is None or value == "" or value == "None":
         return None
     try:

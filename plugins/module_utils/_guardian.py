@@ -53,8 +53,8 @@ import select
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Optional, Sequence
 
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._status_codes import (
     Status,
@@ -87,7 +87,7 @@ class ThawReport:
     thaw_forced: bool
     # "deadline", "parent died", "guardian died", "guardian stopped answering",
     # "window over the deadline" or None
-    forced_reason: Optional[str]
+    forced_reason: str | None
     freeze_ms: float
     thaw_ms: float
     frozen_window_ms: float
@@ -122,7 +122,7 @@ def restore_rcu(fd: int, earlier: bytes) -> str:
         return f"E{exc.errno}"
 
 
-def _unlink(path: Optional[str]) -> None:
+def _unlink(path: str | None) -> None:
     """Remove the thaw timer's marker (on /run, a tmpfs): the timer then does nothing."""
     if path:
         with contextlib.suppress(OSError):
@@ -163,7 +163,7 @@ class _Plan:
     """What the guardian and its deputy need besides their pipes (inherited through fork)."""
 
     def __init__(
-        self, fds: list[int], max_ns: int, rcu_fd: int, rcu_earlier: bytes, marker: Optional[str]
+        self, fds: list[int], max_ns: int, rcu_fd: int, rcu_earlier: bytes, marker: str | None
     ) -> None:
         self.fds = fds
         self.max_ns = max_ns
@@ -178,7 +178,7 @@ def _deputy_main(plan: _Plan, events_r: int, module_r: int, guardian: int) -> No
     guardian died holding it."""
     frozen: set[int] = set()
     rcu_pending = False
-    deadline: Optional[int] = None
+    deadline: int | None = None
     buffer = b""
     poller = select.poll()
     for fd in (events_r, module_r):
@@ -363,14 +363,14 @@ class Guardian:
         *,
         rcu_fd: int = -1,
         rcu_earlier: bytes = b"0",
-        marker: Optional[str] = None,
+        marker: str | None = None,
         sync_first: bool = True,
     ) -> None:
         if not mount_points or max_freeze_seconds <= 0:
             raise ValueError("Guardian needs mount points and a positive max_freeze_seconds")
         self.mount_points = list(mount_points)
         self.max_freeze_seconds = max_freeze_seconds
-        self.pid: Optional[int] = None
+        self.pid: int | None = None
         self._rcu_fd = rcu_fd
         self._rcu_earlier = rcu_earlier
         self._marker = marker
@@ -382,21 +382,21 @@ class Guardian:
         self._poller = select.poll()
         self._buffer = b""
         self._frozen: list[int] = []
-        self._in_flight: Optional[int] = None
+        self._in_flight: int | None = None
         self._freeze_times: dict[int, tuple[int, int]] = {}
         self._thaw_times: list[tuple[int, int]] = []
         self._errors: list[str] = []
-        self._failure: Optional[VmSnapshotError] = None
-        self._forced_reason: Optional[str] = None
+        self._failure: VmSnapshotError | None = None
+        self._forced_reason: str | None = None
         self._finished = False
         self._all_frozen = threading.Event()  # "D" came, or it is all over
-        self._thaw_requested: Optional[int] = None  # when the module asked for the thaw
-        self._deadline: Optional[int] = None
+        self._thaw_requested: int | None = None  # when the module asked for the thaw
+        self._deadline: int | None = None
         self._rcu_pending = False
         self._expedited = False
         self._sync_ms = 0.0
-        self._watcher: Optional[threading.Thread] = None
-        self._report: Optional[ThawReport] = None
+        self._watcher: threading.Thread | None = None
+        self._report: ThawReport | None = None
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -536,7 +536,7 @@ class Guardian:
             limit = min(limit, self._thaw_requested + int(THAW_REPLY_SECONDS * _NS_PER_S))
         return limit
 
-    def _read_line(self) -> Optional[str]:
+    def _read_line(self) -> str | None:
         """The next line from the guardian; None at EOF; TimeoutError once ``_limit()`` is over."""
         while b"\n" not in self._buffer:
             remaining = self._limit() - time.monotonic_ns()
@@ -740,7 +740,7 @@ class Guardian:
 
 
 try:  # loaded when this module is imported, never while frozen
-    _LIBC: Optional[ctypes.CDLL] = ctypes.CDLL(None, use_errno=True)
+    _LIBC: ctypes.CDLL | None = ctypes.CDLL(None, use_errno=True)
 except OSError:
     _LIBC = None
 

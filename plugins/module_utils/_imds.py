@@ -15,7 +15,6 @@ memory: it is registered with `_redact` the moment it is read, never written any
 from __future__ import annotations
 
 import threading
-from typing import Optional
 from urllib.parse import urlencode
 
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._arm_rest import (
@@ -39,10 +38,10 @@ def imds_token(
     endpoint: str,
     *,
     timeout: float,
-    deadline: Optional[float] = None,
-    client_id: Optional[str] = None,
-    object_id: Optional[str] = None,
-    msi_res_id: Optional[str] = None,
+    deadline: float | None = None,
+    client_id: str | None = None,
+    object_id: str | None = None,
+    msi_res_id: str | None = None,
 ) -> str:
     """The managed identity's Resource Manager token; VmSnapshotError (15) when there is none."""
     query = {"api-version": IMDS_API_VERSION, "resource": MANAGEMENT_RESOURCE}
@@ -91,11 +90,11 @@ class TokenSource:
     def __init__(
         self,
         *,
-        access_token: Optional[str] = None,
+        access_token: str | None = None,
         imds_endpoint: str = DEFAULT_IMDS_ENDPOINT,
-        client_id: Optional[str] = None,
-        object_id: Optional[str] = None,
-        msi_res_id: Optional[str] = None,
+        client_id: str | None = None,
+        object_id: str | None = None,
+        msi_res_id: str | None = None,
     ) -> None:
         if access_token:
             register(access_token)
@@ -104,7 +103,7 @@ class TokenSource:
         self.imds_endpoint = imds_endpoint
         self._identity = {"client_id": client_id, "object_id": object_id, "msi_res_id": msi_res_id}
         self._lock = threading.Lock()
-        self._error: Optional[VmSnapshotError] = None
+        self._error: VmSnapshotError | None = None
 
     def __repr__(self) -> str:  # never the token
         return f"TokenSource(given={self._given}, imds={self.imds_endpoint!r})"
@@ -113,7 +112,7 @@ class TokenSource:
     def source(self) -> str:
         return "access_token" if self._given else "managed identity (IMDS)"
 
-    def token(self, *, timeout: float, deadline: Optional[float] = None) -> str:
+    def token(self, *, timeout: float, deadline: float | None = None) -> str:
         """The token; the first failure is remembered so every disk reports the same one."""
         with self._lock:
             if self._token:

@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
-from typing import List, Optional
 
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._atomic_file import (
     write_atomically,
@@ -30,11 +29,11 @@ PENDING_FILE_NAME = "post_script.pending"
 @dataclass(frozen=True)
 class PendingRun:
     pid: int
-    task_id: Optional[str]
+    task_id: str | None
     config_path: str
     host_config_path: str
     # [pid, start time in clock ticks] of every script attempt started so far.
-    scripts: List[List[int]] = field(default_factory=list)
+    scripts: list[list[int]] = field(default_factory=list)
 
 
 def pending_path(state_dir: str) -> str:
@@ -52,7 +51,7 @@ def clear(state_dir: str) -> None:
         os.unlink(pending_path(state_dir))
 
 
-def load(state_dir: str) -> Optional[PendingRun]:
+def load(state_dir: str) -> PendingRun | None:
     """The record, or None when there is none; ValueError when it cannot be read."""
     try:
         with open(pending_path(state_dir), encoding="utf-8") as handle:

@@ -26,7 +26,6 @@ import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Dict, List, Optional
 from urllib.parse import quote, urlsplit
 
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._arm_rest import (
@@ -78,7 +77,7 @@ class ManagedDiskTarget:
     disk_id: str
     snapshot_resource_group: str
     snapshot_name: str
-    tags: Dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
 
     @property
     def subscription(self) -> str:
@@ -96,11 +95,11 @@ class ManagedDiskTarget:
 class ArmSettings:
     endpoint: str = DEFAULT_ARM_ENDPOINT
     imds_endpoint: str = DEFAULT_IMDS_ENDPOINT
-    ca_path: Optional[str] = None
-    tokens: Optional[TokenSource] = None
+    ca_path: str | None = None
+    tokens: TokenSource | None = None
 
 
-def targets_from_params(params: dict, *, now: Optional[datetime] = None) -> List[ManagedDiskTarget]:
+def targets_from_params(params: dict, *, now: datetime | None = None) -> list[ManagedDiskTarget]:
     """The `managed_disks` option, checked; `{disk}`, `{time}`, `{task_id}` in a name resolved."""
     now = now or datetime.now(timezone.utc)
     stamp = now.strftime("%Y%m%dT%H%M%SZ")
@@ -179,13 +178,13 @@ class ManagedSnapshotResult:
     """
 
     disk_id: str
-    snapshot_id: Optional[str]
+    snapshot_id: str | None
     ok: bool
-    http_status: Optional[int]
-    error: Optional[str]
+    http_status: int | None
+    error: str | None
     status: Status
-    provisioning_state: Optional[str] = None
-    completion_percent: Optional[float] = None
+    provisioning_state: str | None = None
+    completion_percent: float | None = None
 
     @classmethod
     def failure(cls, disk_id: str, exc: VmSnapshotError) -> ManagedSnapshotResult:
@@ -238,9 +237,9 @@ class ManagedDiskEndpoint:
         self.settings = settings
         self.timeout = timeout
         self.sas = _Named(target.disk_id)
-        self.location: Optional[str] = None
-        self.result: Optional[ManagedSnapshotResult] = None
-        self._operation_url: Optional[str] = None
+        self.location: str | None = None
+        self.result: ManagedSnapshotResult | None = None
+        self._operation_url: str | None = None
         self._conn = ArmConnection(
             settings.endpoint, timeout=timeout, ssl_context=ssl_context_for(settings.ca_path)
         )
@@ -248,10 +247,10 @@ class ManagedDiskEndpoint:
     def __repr__(self) -> str:
         return f"ManagedDiskEndpoint({self.target.disk_id!r})"
 
-    def _token(self, deadline: Optional[float]) -> str:
+    def _token(self, deadline: float | None) -> str:
         return self.settings.tokens.token(timeout=self.timeout, deadline=deadline)
 
-    def open(self, *, deadline: Optional[float] = None) -> dict:
+    def open(self, *, deadline: float | None = None) -> dict:
         """Token, connection and a GET of the disk (its location); raise VmSnapshotError."""
         token = self._token(deadline)
         disk = self._checked("GET", self.target.disk_id, token, None, deadline, "read the disk")
@@ -263,7 +262,7 @@ class ManagedDiskEndpoint:
         return disk
 
     def create_snapshot(
-        self, metadata: Dict[str, str], *, deadline: Optional[float] = None
+        self, metadata: dict[str, str], *, deadline: float | None = None
     ) -> ManagedSnapshotResult:
         """PUT the incremental snapshot; returns when Resource Manager accepted it (the point in
         time) or refused it. Never raises: failures are results."""
@@ -319,7 +318,7 @@ class ManagedDiskEndpoint:
             )
         return self.result
 
-    def follow_up(self, *, deadline: float) -> Optional[ManagedSnapshotResult]:
+    def follow_up(self, *, deadline: float) -> ManagedSnapshotResult | None:
         """After the thaw: the operation's final state, then the snapshot's completionPercent.
 
         An operation that failed fails the disk (15, or 173 when throttled); one still running
@@ -407,7 +406,7 @@ def _replace(result: ManagedSnapshotResult, **changes) -> ManagedSnapshotResult:
     return ManagedSnapshotResult(**values)
 
 
-def _operation_error(answer: Optional[ArmResponse], state: Optional[str]) -> tuple:
+def _operation_error(answer: ArmResponse | None, state: str | None) -> tuple:
     error = answer.json().get("error") if answer is not None else None
     code = str(error.get("code", "")) if isinstance(error, dict) else ""
     text = str(error.get("message", "")) if isinstance(error, dict) else ""

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Dict, Optional
 
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._arm_rest import (
     DEFAULT_POLL_SECONDS,
@@ -52,9 +51,9 @@ class RestoreRequest:
     resource_group: str
     name: str
     settings: ArmSettings
-    location: Optional[str] = None
-    tags: Dict[str, str] = field(default_factory=dict)
-    sku: Optional[str] = None
+    location: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    sku: str | None = None
     wait: bool = True
     timeout: float = 30.0
     wait_timeout: float = 3600.0
@@ -113,7 +112,7 @@ class _Client:
         self.timeout = request.timeout
         self.token = settings.tokens.token(timeout=request.timeout, deadline=deadline)
 
-    def call(self, method: str, target: str, body: Optional[dict] = None) -> ArmResponse:
+    def call(self, method: str, target: str, body: dict | None = None) -> ArmResponse:
         try:
             return self.conn.request(
                 method,
@@ -128,7 +127,7 @@ class _Client:
                 f"{method} {target} at {self.conn.origin} failed: {describe(exc)}.",
             ) from None
 
-    def get(self, resource_id: str, what: str) -> Optional[dict]:
+    def get(self, resource_id: str, what: str) -> dict | None:
         response = self.call("GET", resource_id)
         if response.status == 404:
             return None

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import posixpath
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Optional
 
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._status_codes import (
     Status,
@@ -146,7 +146,7 @@ def _check_requested(path: str, mounts: list[Mount], candidates: list[Mount]) ->
 
 
 def freezable_mounts(
-    mounts: list[Mount], *, skip: Iterable[str] = (), only: Optional[Iterable[str]] = None
+    mounts: list[Mount], *, skip: Iterable[str] = (), only: Iterable[str] | None = None
 ) -> list[str]:
     """Mount points to freeze, one per filesystem, nested mounts first and ``/`` last.
 

@@ -42,7 +42,6 @@ import fcntl
 import os
 import stat
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
 
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._status_codes import (
     Status,
@@ -146,7 +145,7 @@ class CheckedFile:
 
     def read(self, limit: int) -> bytes:
         """Read the whole file from the descriptor, at most `limit` + 1 bytes."""
-        chunks: List[bytes] = []
+        chunks: list[bytes] = []
         size = 0
         while size <= limit:
             chunk = os.pread(self.fd, limit + 1 - size, size)
@@ -181,7 +180,7 @@ class CheckedScript(CheckedFile):
     def __init__(self, path: str, fd: int, role: str, mode: int) -> None:
         super().__init__(path, fd, role, mode)
         self.sealed_fd = -1
-        self._identity: Tuple[int, int, int, int] = (0, 0, 0, 0)
+        self._identity: tuple[int, int, int, int] = (0, 0, 0, 0)
 
     @property
     def executable(self) -> bool:
@@ -227,7 +226,7 @@ class CheckedScript(CheckedFile):
         self.sealed_fd = memfd
         self._identity = _identity(before)
 
-    def recheck(self) -> Optional[str]:
+    def recheck(self) -> str | None:
         """Look at the file again right before it runs: None, or what changed since the check.
 
         With a sealed copy the checked bytes run whatever the answer; without one a change is
@@ -255,11 +254,11 @@ class CheckedScript(CheckedFile):
         super().close()
 
 
-def _identity(st: os.stat_result) -> Tuple[int, int, int, int]:
+def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
     return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
-def _fs_type(fd: int) -> Optional[str]:
+def _fs_type(fd: int) -> str | None:
     """The type of the filesystem holding `fd` (its mount's, from /proc), or None."""
     try:
         with open(f"/proc/self/fdinfo/{fd}", encoding="ascii") as handle:
@@ -274,7 +273,7 @@ def _fs_type(fd: int) -> Optional[str]:
     return None
 
 
-def _components(path: str) -> List[str]:
+def _components(path: str) -> list[str]:
     # Not normpath: ".." after a symbolic link is the link target's parent, which only the
     # kernel knows; the walk opens ".." from the directory it stands in.
     return [part for part in path.split("/") if part not in ("", ".")]
@@ -293,7 +292,7 @@ def _check_dir(fd: int, where: str, path: str, rule: _Rule) -> None:
         )
 
 
-def _open_parent(path: str, rule: _Rule) -> Tuple[int, str]:
+def _open_parent(path: str, rule: _Rule) -> tuple[int, str]:
     """Open and check every directory from / down to the one holding `path`.
 
     Returns (descriptor of that directory, file name).

@@ -15,7 +15,6 @@ plugin that it cuts short (or never starts) gets 310/311.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
 
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._permissions import (
     ROLE_POST,
@@ -74,9 +73,9 @@ class PluginCheck:
     """One plugin after the precheck: its configuration and its two open, checked scripts."""
 
     config_path: str
-    config: Optional[ScriptPluginConfig] = None
-    pre: Optional[CheckedScript] = None
-    post: Optional[CheckedScript] = None
+    config: ScriptPluginConfig | None = None
+    pre: CheckedScript | None = None
+    post: CheckedScript | None = None
     status: Status = Status.success
     message: str = ""
 
@@ -101,11 +100,11 @@ class Precheck:
     status: Status
     message: str
     configured: bool
-    plugins: List[PluginCheck] = field(default_factory=list)
+    plugins: list[PluginCheck] = field(default_factory=list)
     continue_on_failure: bool = True
     fs_freeze_enabled: bool = True
-    warnings: List[str] = field(default_factory=list)
-    host_config_path: Optional[str] = None
+    warnings: list[str] = field(default_factory=list)
+    host_config_path: str | None = None
     host_timeout_seconds: int = MAX_TIMEOUT_SECONDS
     closed: bool = False
 
@@ -129,7 +128,7 @@ class PluginRun:
     status: Status
     message: str
     continue_backup: bool
-    result: Optional[ScriptResult]
+    result: ScriptResult | None
 
     def as_dict(self) -> dict:
         return {
@@ -148,14 +147,14 @@ class PhaseResult:
     status: Status
     message: str
     continue_backup: bool
-    runs: List[PluginRun]
+    runs: list[PluginRun]
 
     @property
-    def results(self) -> List[Optional[ScriptResult]]:
+    def results(self) -> list[ScriptResult | None]:
         return [run.result for run in self.runs]
 
     @property
-    def warnings(self) -> List[str]:
+    def warnings(self) -> list[str]:
         """Scripts whose file changed between the check and the run."""
         return [run.result.warning for run in self.runs if run.result and run.result.warning]
 
@@ -169,7 +168,7 @@ class PhaseResult:
         }
 
 
-def _check_plugin(config_path: str, host_timeout: int, warnings: List[str]) -> PluginCheck:
+def _check_plugin(config_path: str, host_timeout: int, warnings: list[str]) -> PluginCheck:
     check = PluginCheck(config_path)
     try:
         check.config = load_plugin_config(config_path, host_timeout)
@@ -240,7 +239,7 @@ def precheck(
     )
 
 
-def _run_phase(check: Precheck, role: str, on_start: Optional[OnStart] = None) -> PhaseResult:
+def _run_phase(check: Precheck, role: str, on_start: OnStart | None = None) -> PhaseResult:
     if check.status != Status.success:
         raise VmSnapshotError(
             check.status, f"No {role}-script runs because the precheck failed: {check.message}"
@@ -296,7 +295,7 @@ def _run_phase(check: Precheck, role: str, on_start: Optional[OnStart] = None) -
     )
 
 
-def run_pre(check: Precheck, on_start: Optional[OnStart] = None) -> PhaseResult:
+def run_pre(check: Precheck, on_start: OnStart | None = None) -> PhaseResult:
     """Run every plugin's pre-script; 300/308/310 on failure, timeout, budget exhausted.
 
     `on_start(pid, start_time)` is told of every script process as it starts.
@@ -304,6 +303,6 @@ def run_pre(check: Precheck, on_start: Optional[OnStart] = None) -> PhaseResult:
     return _run_phase(check, ROLE_PRE, on_start)
 
 
-def run_post(check: Precheck, on_start: Optional[OnStart] = None) -> PhaseResult:
+def run_post(check: Precheck, on_start: OnStart | None = None) -> PhaseResult:
     """Run every plugin's post-script; 301/309/311 on failure, timeout, budget exhausted."""
     return _run_phase(check, ROLE_POST, on_start)

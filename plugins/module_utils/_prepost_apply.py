@@ -24,7 +24,7 @@ import hashlib
 import os
 import stat
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._prepost_config import (
     parse_host_config,
@@ -82,9 +82,9 @@ class Change:
     """What differs for one file; `before` is None when the file is missing."""
 
     desired: Desired
-    before: Optional[bytes]
-    before_mode: Optional[int] = None
-    before_owner: Optional[Tuple[int, int]] = None
+    before: bytes | None
+    before_mode: int | None = None
+    before_owner: tuple[int, int] | None = None
     remove: bool = False
 
     @property
@@ -100,9 +100,9 @@ class Change:
 
 @dataclass
 class Plan:
-    dirs: List[Tuple[str, int]] = field(default_factory=list)  # (path, mode) to create
-    dir_modes: List[Tuple[str, int, int]] = field(default_factory=list)  # (path, old, new)
-    changes: List[Change] = field(default_factory=list)
+    dirs: list[tuple[str, int]] = field(default_factory=list)  # (path, mode) to create
+    dir_modes: list[tuple[str, int, int]] = field(default_factory=list)  # (path, old, new)
+    changes: list[Change] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -158,7 +158,7 @@ def decode_b64(value: Any, what: str) -> bytes:
         raise ApplyError(f"{what}: the content is not valid base64.") from None
 
 
-def validate(params: Dict[str, Any]) -> Tuple[int, List[Desired]]:
+def validate(params: dict[str, Any]) -> tuple[int, list[Desired]]:
     """Every desired file, checked; raises ApplyError before anything on the host changes.
 
     With state=absent only the paths matter: the content may be left out.
@@ -167,7 +167,7 @@ def validate(params: Dict[str, Any]) -> Tuple[int, List[Desired]]:
     check_path(params.get("config_dir"), "config_dir")
     if params.get("state") == "absent":
         return dir_mode, _paths_only(params)
-    desired: List[Desired] = []
+    desired: list[Desired] = []
     host_timeout = 1800
     host = params.get("host_config")
     if host:
@@ -194,7 +194,7 @@ def validate(params: Dict[str, Any]) -> Tuple[int, List[Desired]]:
             data = decode_b64(item.get("content"), f"{what} ({path})")
             mode = parse_mode(item.get("mode") or "0700", f"{what} ({path})", kind)
             desired.append(Desired(path, kind, data, mode))
-    seen: Dict[str, str] = {}
+    seen: dict[str, str] = {}
     for item in desired:
         if item.path in seen:
             raise ApplyError(f"{item.path} is given twice ({seen[item.path]} and {item.kind}).")
@@ -202,7 +202,7 @@ def validate(params: Dict[str, Any]) -> Tuple[int, List[Desired]]:
     return dir_mode, desired
 
 
-def _paths_only(params: Dict[str, Any]) -> List[Desired]:
+def _paths_only(params: dict[str, Any]) -> list[Desired]:
     desired = []
     groups = (("configs", KIND_CONFIG), ("scripts", KIND_SCRIPT), ("support_files", KIND_SUPPORT))
     for key, kind in groups:
@@ -223,7 +223,7 @@ def _safe_link(parent_fd: int, name: str) -> bool:
     )
 
 
-def open_dir(path: str, create: Optional[List[Tuple[str, int]]] = None) -> Optional[int]:
+def open_dir(path: str, create: list[tuple[str, int]] | None = None) -> int | None:
     """A descriptor of directory `path`, walked from `/` one O_NOFOLLOW step at a time.
 
     Returns None when a component is missing (its path and every missing one below it are added
@@ -274,9 +274,7 @@ def open_dir(path: str, create: Optional[List[Tuple[str, int]]] = None) -> Optio
         raise
 
 
-def _read_file(
-    dir_fd: int, name: str, path: str
-) -> Tuple[Optional[bytes], Optional[os.stat_result]]:
+def _read_file(dir_fd: int, name: str, path: str) -> tuple[bytes | None, os.stat_result | None]:
     try:
         fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
     except FileNotFoundError:
@@ -305,14 +303,14 @@ def _read_file(
 def plan(
     dir_mode: int,
     config_dir: str,
-    desired: List[Desired],
+    desired: list[Desired],
     state: str = "present",
-    stale: Optional[Tuple[str, bytes]] = None,
+    stale: tuple[str, bytes] | None = None,
 ) -> Plan:
     """What must change; reads only. `stale` is (path, first bytes) of a file to remove if it
     starts with them (the host config the role wrote earlier, no longer wanted)."""
     result = Plan()
-    creating: List[Tuple[str, int]] = []
+    creating: list[tuple[str, int]] = []
     if state == "present":
         fd = open_dir(config_dir, creating)
         if fd is not None:
@@ -437,7 +435,7 @@ def apply(todo: Plan) -> None:
             os.close(fd)
 
 
-def _text(data: Optional[bytes], kind: str) -> str:
+def _text(data: bytes | None, kind: str) -> str:
     if data is None:
         return ""
     if kind in (KIND_CONFIG, KIND_HOST_CONFIG, "stale") or (
@@ -452,9 +450,9 @@ def _text(data: Optional[bytes], kind: str) -> str:
     )
 
 
-def diffs(todo: Plan) -> List[Dict[str, Any]]:
+def diffs(todo: Plan) -> list[dict[str, Any]]:
     """Ansible diff entries: one per directory, content and attribute change."""
-    out: List[Dict[str, Any]] = []
+    out: list[dict[str, Any]] = []
     for path, mode in todo.dirs:
         out.append(
             {
@@ -515,7 +513,7 @@ def diffs(todo: Plan) -> List[Dict[str, Any]]:
     return out
 
 
-def summary(todo: Plan) -> List[str]:
+def summary(todo: Plan) -> list[str]:
     """One line per change, for the task's result."""
     lines = [f"created directory {item[0]}" for item in todo.dirs]
     lines += [f"mode of {path} {old:04o} -> {new:04o}" for path, old, new in todo.dir_modes]
@@ -532,7 +530,7 @@ def summary(todo: Plan) -> List[str]:
     return lines
 
 
-def meets(consistency: str, required: Optional[str]) -> Optional[bool]:
+def meets(consistency: str, required: str | None) -> bool | None:
     if not required:
         return None
     return RANKS.get(consistency, 0) >= RANKS[required]

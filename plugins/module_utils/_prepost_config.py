@@ -35,7 +35,7 @@ import json
 import math
 import os.path
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._permissions import (
     ROLE_CONFIG,
@@ -83,18 +83,18 @@ class ScriptPluginConfig:
     plugin_name: str
     pre_script: str
     post_script: str
-    pre_params: Tuple[str, ...]
-    post_params: Tuple[str, ...]
+    pre_params: tuple[str, ...]
+    post_params: tuple[str, ...]
     pre_retries: int
     post_retries: int
     timeout_seconds: int
     continue_on_failure: bool
     fs_freeze_enabled: bool
     poll_seconds: int
-    app_name: Optional[str]
-    warnings: Tuple[str, ...]
+    app_name: str | None
+    warnings: tuple[str, ...]
 
-    def as_dict(self) -> Dict[str, Any]:
+    def as_dict(self) -> dict[str, Any]:
         """The effective configuration under the reference's key names."""
         return {
             "pluginName": self.plugin_name,
@@ -116,10 +116,10 @@ class ScriptPluginConfig:
 class HostConfig:
     """The plugin host settings; `path` is None when no host file exists (built-in default)."""
 
-    path: Optional[str]
+    path: str | None
     timeout_seconds: int
-    config_paths: Tuple[str, ...]
-    warnings: Tuple[str, ...]
+    config_paths: tuple[str, ...]
+    warnings: tuple[str, ...]
 
 
 def _json_type(value: Any) -> str:
@@ -148,12 +148,12 @@ def _bad(path: str, key: str, value: Any, expected: str) -> VmSnapshotError:
 class _Reader:
     """Typed access to the keys of one configuration object, collecting warnings."""
 
-    def __init__(self, path: str, data: Dict[str, Any], warnings: List[str]) -> None:
+    def __init__(self, path: str, data: dict[str, Any], warnings: list[str]) -> None:
         self.path = path
         self.data = data
         self.warnings = warnings
 
-    def string(self, key: str, default: Optional[str] = None, required: bool = False) -> Any:
+    def string(self, key: str, default: str | None = None, required: bool = False) -> Any:
         if key not in self.data:
             if required:
                 raise VmSnapshotError(
@@ -188,7 +188,7 @@ class _Reader:
             raise _bad(self.path, key, value, "it must be true or false")
         return value
 
-    def params(self, key: str) -> Tuple[str, ...]:
+    def params(self, key: str) -> tuple[str, ...]:
         value = self.data.get(key, [])
         if not isinstance(value, list):
             raise _bad(self.path, key, value, "it must be a list of strings")
@@ -218,7 +218,7 @@ class _Reader:
         return value
 
 
-def _load_json(text: bytes, path: str, warnings: List[str]) -> Dict[str, Any]:
+def _load_json(text: bytes, path: str, warnings: list[str]) -> dict[str, Any]:
     try:
         decoded = text.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -226,8 +226,8 @@ def _load_json(text: bytes, path: str, warnings: List[str]) -> Dict[str, Any]:
             _PARSING, f"{path} is not UTF-8 text (byte {exc.start} cannot be decoded)."
         ) from None
 
-    def pairs(items: List[Tuple[str, Any]]) -> Dict[str, Any]:
-        result: Dict[str, Any] = {}
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        result: dict[str, Any] = {}
         for key, value in items:
             if key in result:
                 warnings.append(f"In {path}, {key!r} appears more than once; the last is used.")
@@ -257,7 +257,7 @@ def _load_json(text: bytes, path: str, warnings: List[str]) -> Dict[str, Any]:
     return data
 
 
-def unencodable(value: Any, where: str = "a value") -> Optional[str]:
+def unencodable(value: Any, where: str = "a value") -> str | None:
     """Where in `value` (strings, lists, dicts) a string cannot be encoded as UTF-8, or None."""
     stack = [(value, where)]
     while stack:
@@ -283,7 +283,7 @@ def parse_plugin_config(
     plugin_name: str = PLUGIN_NAME,
 ) -> ScriptPluginConfig:
     """Validate the bytes of a VMSnapshotScriptPluginConfig.json; raises VmSnapshotError(305)."""
-    warnings: List[str] = []
+    warnings: list[str] = []
     data = _load_json(text, path, warnings)
     read = _Reader(path, data, warnings)
     for key in data:
@@ -370,7 +370,7 @@ def _host_int(path: str, section: configparser.SectionProxy, key: str, default: 
 
 def parse_host_config(text: bytes, path: str, config_path: str = DEFAULT_CONFIG_PATH) -> HostConfig:
     """Validate the bytes of a VMSnapshotPluginHost.conf; raises VmSnapshotError (304, 316)."""
-    warnings: List[str] = []
+    warnings: list[str] = []
     parser = configparser.ConfigParser(interpolation=None)
     try:
         decoded = text.decode("utf-8")

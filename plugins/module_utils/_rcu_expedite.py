@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
-from typing import Optional
 
 RCU_EXPEDITED = "/sys/kernel/rcu_expedited"
 RCU_NORMAL = "/sys/kernel/rcu_normal"
@@ -34,7 +33,7 @@ class RcuPlan:
 
     fd: int = -1
     earlier: bytes = b"0"
-    reason: Optional[str] = None
+    reason: str | None = None
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -42,7 +41,7 @@ class RcuPlan:
             self.fd = -1
 
 
-def _read(path: str) -> Optional[bytes]:
+def _read(path: str) -> bytes | None:
     try:
         with open(path, "rb") as handle:
             return handle.read(16).strip()

@@ -36,7 +36,8 @@ from __future__ import annotations
 import base64
 import re
 import threading
-from typing import Any, Callable, FrozenSet, List, Optional, Pattern, Tuple
+from re import Pattern
+from typing import Any, Callable
 from urllib.parse import unquote
 
 REDACTED = "REDACTED"
@@ -59,7 +60,7 @@ _SEPARATOR = (
 # A value ends at the first character that cannot belong to it; escaped slashes and numeric
 # HTML entities (other than &) can.
 _VALUE = r"(?:\\+/|&(?:amp;)*#(?!0*38;|x0*26;)x?[0-9a-f]+;|[^&\s\"'<>\\,;)\]}])+"
-_FALLBACK: Tuple[Tuple[Pattern[str], str], ...] = (
+_FALLBACK: tuple[tuple[Pattern[str], str], ...] = (
     (
         re.compile(
             rf"(?i)(?:(?<![a-z0-9])|(?<=%26)|(?<=%3F)|(?<=%2526)|(?<=%253F))"
@@ -113,7 +114,7 @@ def _light_pattern(char: str) -> str:
     return re.escape(char) if char.isalnum() and char.isascii() else _char_pattern(char)
 
 
-def _base64_variants(value: str) -> List[str]:
+def _base64_variants(value: str) -> list[str]:
     """The base64 text that only `value` determines, at each of the 3 byte alignments."""
     data = value.encode("utf-8", "surrogatepass")
     variants = []
@@ -129,10 +130,10 @@ def _base64_variants(value: str) -> List[str]:
 class _Registry:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._values: List[str] = []
+        self._values: list[str] = []
         # One compiled pattern per value, longest value first: registering compiles one value.
-        self._patterns: Tuple[Tuple[int, Pattern[str]], ...] = ()
-        self._fragments: FrozenSet[str] = frozenset()
+        self._patterns: tuple[tuple[int, Pattern[str]], ...] = ()
+        self._fragments: frozenset[str] = frozenset()
 
     def register(self, value: str, fragments: bool) -> None:
         if not isinstance(value, str) or len(value.strip()) < MIN_SECRET_LENGTH:
@@ -178,7 +179,7 @@ def _decoded(run: str) -> str:
     return run
 
 
-def _scrub_run(run: str, fragments: FrozenSet[str]) -> str:
+def _scrub_run(run: str, fragments: frozenset[str]) -> str:
     plain = _decoded(run)
     for start in range(len(plain) - FRAGMENT_LENGTH + 1):
         if plain[start : start + FRAGMENT_LENGTH] in fragments:
@@ -189,7 +190,7 @@ def _scrub_run(run: str, fragments: FrozenSet[str]) -> str:
 _REGISTRY = _Registry()
 
 
-def register(value: Optional[str], *, fragments: bool = True) -> None:
+def register(value: str | None, *, fragments: bool = True) -> None:
     """Remember a secret so that `scrub()` redacts it by its value, in every spelling.
 
     `fragments` (default) also redacts any 12-character piece of it; pass False for values that

@@ -16,7 +16,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Optional
 from urllib.parse import quote
 
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._blob_rest import (
@@ -127,7 +126,7 @@ def holds_snapshot(properties: dict, snapshot_url: str) -> bool:
     return modified <= copied
 
 
-def plan(request: RestoreRequest, source: dict, destination: Optional[dict]) -> str:
+def plan(request: RestoreRequest, source: dict, destination: dict | None) -> str:
     """What to do: `create`, `overwrite` or `none` (already restored); raise when refused."""
     if destination is None:
         return "create"

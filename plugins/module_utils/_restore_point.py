@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from . import _redact
 
@@ -57,10 +57,10 @@ class Credentials:
     """Service principal (what AWX's Azure Resource Manager credential injects) or a token."""
 
     subscription_id: str
-    tenant: Optional[str] = None
-    client_id: Optional[str] = None
-    secret: Optional[str] = None
-    access_token: Optional[str] = None
+    tenant: str | None = None
+    client_id: str | None = None
+    secret: str | None = None
+    access_token: str | None = None
     authority_host: str = AUTHORITY_HOST
 
 
@@ -75,7 +75,7 @@ class Request:
     timeout: float = 600.0
     keep: int = 0
     arm_endpoint: str = ARM_ENDPOINT
-    ca_path: Optional[str] = None
+    ca_path: str | None = None
 
 
 class _StaticToken:
@@ -90,7 +90,7 @@ class _StaticToken:
         return AccessToken(self._token, int(time.time()) + 3600)
 
 
-def credential(creds: Credentials, ca_path: Optional[str]) -> Any:
+def credential(creds: Credentials, ca_path: str | None) -> Any:
     for secret in (creds.secret, creds.access_token):
         _redact.register(secret)
     if creds.access_token:
@@ -132,7 +132,7 @@ def client(creds: Credentials, request: Request) -> Any:
     )
 
 
-def level(mode: Optional[str]) -> str:
+def level(mode: str | None) -> str:
     # The SDK gives an enum member (a str subclass) or, for values it does not know, a str.
     return LEVELS.get(str(getattr(mode, "value", mode) or ""), "none")
 

@@ -25,7 +25,6 @@ import os
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Dict, Optional
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._redact import (
@@ -69,10 +68,10 @@ class SasUri:
     account: str
     container: str
     blob: str
-    query: Dict[str, str] = field(repr=False, hash=False)
+    query: dict[str, str] = field(repr=False, hash=False)
     blob_url: str
     redacted: str
-    expiry: Optional[datetime]
+    expiry: datetime | None
     query_string: str = field(repr=False, hash=False, compare=False)
 
     def __repr__(self) -> str:
@@ -161,7 +160,7 @@ def _register_secrets(uri: str) -> list[str]:
     return signatures
 
 
-def _signature_problem(signatures: list[str]) -> Optional[str]:
+def _signature_problem(signatures: list[str]) -> str | None:
     if not signatures or not any(signatures):
         return "has no signature (sig=)"
     if len(signatures) > 1:

@@ -45,8 +45,9 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Callable
 
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._permissions import (
     CheckedScript,
@@ -73,14 +74,14 @@ OnStart = Callable[[int, int], None]
 @dataclass(frozen=True)
 class ScriptResult:
     path: str
-    exit_code: Optional[int]
+    exit_code: int | None
     attempts: int
     duration_ms: int
     timed_out: bool
     stdout_tail: str
     stderr_tail: str
-    error: Optional[str] = None
-    warning: Optional[str] = None
+    error: str | None = None
+    warning: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -113,7 +114,7 @@ class _Tail:
         return f"[{self.dropped} earlier bytes dropped]\n{text}" if self.dropped else text
 
 
-def command_for(script: CheckedScript) -> List[str]:
+def command_for(script: CheckedScript) -> list[str]:
     """The argv prefix that runs the script's sealed copy (see the module docstring)."""
     fd_path = f"/proc/self/fd/{script.run_fd}"
     head = os.pread(script.run_fd, _SHEBANG_BYTES, 0)
@@ -129,7 +130,7 @@ def command_for(script: CheckedScript) -> List[str]:
     return ["/bin/sh", fd_path]
 
 
-def start_time(pid: int) -> Optional[int]:
+def start_time(pid: int) -> int | None:
     """The process's start time in clock ticks since boot (stat field 22), or None if gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as handle:
@@ -139,7 +140,7 @@ def start_time(pid: int) -> Optional[int]:
     return int(data[data.rindex(b")") + 2 :].split()[19])
 
 
-def end_group(leader: int, started: int) -> Optional[str]:
+def end_group(leader: int, started: int) -> str | None:
     """End what is left of an attempt of an earlier run (its group, session, descendants).
 
     Returns a sentence saying what was ended, or None when nothing of it is left.
@@ -169,7 +170,7 @@ def _die_with_parent(parent: int) -> Callable[[], None]:
     return preexec
 
 
-def _process_table() -> Dict[int, Tuple[str, int, int, int]]:
+def _process_table() -> dict[int, tuple[str, int, int, int]]:
     """pid -> (state, ppid, process group, session) for every process in /proc."""
     table = {}
     for name in os.listdir("/proc"):
@@ -185,11 +186,11 @@ def _process_table() -> Dict[int, Tuple[str, int, int, int]]:
     return table
 
 
-def _members(leader: int) -> Set[int]:
+def _members(leader: int) -> set[int]:
     """Live processes of the attempt led by `leader`: its group, its session, its descendants."""
     table = _process_table()
     found = {pid for pid, (*_state, group, session) in table.items() if leader in (group, session)}
-    children: Dict[int, List[int]] = {}
+    children: dict[int, list[int]] = {}
     for pid, (_state, parent, *_ids) in table.items():
         children.setdefault(parent, []).append(pid)
     stack = [leader]
@@ -233,7 +234,7 @@ def _wait_gone(pids: Iterable[int], timeout: float) -> None:
         selector.close()
 
 
-def _kill_tree(leader: int) -> Optional[str]:
+def _kill_tree(leader: int) -> str | None:
     """SIGTERM the attempt's processes, SIGKILL what is left after the grace; report leftovers."""
     members = _members(leader)
     _signal(leader, members, signal.SIGTERM)
@@ -282,9 +283,9 @@ def _attempt(
     argv: Sequence[str],
     fd: int,
     deadline: float,
-    env: Dict[str, str],
-    on_start: Optional[OnStart] = None,
-) -> Tuple[Optional[int], bool, str, str, Optional[str]]:
+    env: dict[str, str],
+    on_start: OnStart | None = None,
+) -> tuple[int | None, bool, str, str, str | None]:
     """Run once until exit or deadline: (exit code, timed out, stdout, stderr, error)."""
     out_read, out_write = os.pipe()
     err_read, err_write = os.pipe()
@@ -368,7 +369,7 @@ def run_script(
     params: Sequence[str],
     timeout_seconds: float,
     retries: int,
-    on_start: Optional[OnStart] = None,
+    on_start: OnStart | None = None,
 ) -> ScriptResult:
     """Run the script until it exits 0, at most 1 + `retries` times, all within the timeout.
 

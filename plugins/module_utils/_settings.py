@@ -16,9 +16,10 @@ import base64
 import binascii
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any
 
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._sas import (
     SasUri,
@@ -40,14 +41,14 @@ _HEADER_VALUE = re.compile(r"^[\x20-\x7e]*$")
 
 @dataclass(frozen=True)
 class ExtensionSettings:
-    task_id: Optional[str]
-    command_start_ticks: Optional[str]
-    disks: List[SasUri]  # in blobSASUri order: disk i is snapshotInfo[i]
-    status_blob: Optional[SasUri]
-    logs_blob: Optional[SasUri]
-    backup_metadata: Dict[str, str]
+    task_id: str | None
+    command_start_ticks: str | None
+    disks: list[SasUri]  # in blobSASUri order: disk i is snapshotInfo[i]
+    status_blob: SasUri | None
+    logs_blob: SasUri | None
+    backup_metadata: dict[str, str]
     crash_fallback_allowed: bool
-    vm_type: Optional[str]
+    vm_type: str | None
 
 
 def _bad(message: str) -> VmSnapshotError:
@@ -63,7 +64,7 @@ def _json_error(exc: Exception) -> str:
     return str(exc)
 
 
-def _as_mapping(value: Union[str, Mapping, None], what: str) -> Dict[str, Any]:
+def _as_mapping(value: str | Mapping | None, what: str) -> dict[str, Any]:
     """Settings arrive as a mapping, or as its JSON text."""
     if value is None or value == "":
         return {}
@@ -77,7 +78,7 @@ def _as_mapping(value: Union[str, Mapping, None], what: str) -> Dict[str, Any]:
     return dict(value)
 
 
-def _decode_object_str(value: Any, what: str) -> Dict[str, Any]:
+def _decode_object_str(value: Any, what: str) -> dict[str, Any]:
     """`objectStr`: base64 of a JSON object."""
     if not isinstance(value, str):
         raise _bad(f"{what} must be a base64 string, not {type(value).__name__}.")
@@ -95,7 +96,7 @@ def _decode_object_str(value: Any, what: str) -> Dict[str, Any]:
     return decoded
 
 
-def _backup_metadata(value: Any) -> Dict[str, str]:
+def _backup_metadata(value: Any) -> dict[str, str]:
     what = "settings objectStr backupMetadata"
     if not isinstance(value, list):
         raise _bad(f"{what} must be a list of {{Key, Value}} objects.")
@@ -130,7 +131,7 @@ def _flag(value: Any, what: str) -> bool:
     raise _bad(f"{what} must be true or false.")
 
 
-def _crash_fallback_allowed(custom: Dict[str, Any], disk_count: int) -> bool:
+def _crash_fallback_allowed(custom: dict[str, Any], disk_count: int) -> bool:
     """Managed VM, allowed by the service, a service retry, exactly one disk.
 
     See docs/reference-behaviour.md §6.
@@ -149,7 +150,7 @@ def _crash_fallback_allowed(custom: Dict[str, Any], disk_count: int) -> bool:
     )
 
 
-def _disks(protected: Dict[str, Any]) -> List[SasUri]:
+def _disks(protected: dict[str, Any]) -> list[SasUri]:
     if "objectStr" not in protected:
         return []
     decoded = _decode_object_str(protected["objectStr"], "protected_settings objectStr")
@@ -159,13 +160,13 @@ def _disks(protected: Dict[str, Any]) -> List[SasUri]:
     return [parse_sas_uri(uri, what=f"disk {index}") for index, uri in enumerate(uris)]
 
 
-def _optional_blob(public, protected, key: str) -> Optional[SasUri]:
+def _optional_blob(public, protected, key: str) -> SasUri | None:
     uri = public.get(key) or protected.get(key)
     return parse_sas_uri(uri, what=key) if uri else None
 
 
 def parse_extension_settings(
-    settings: Union[str, Mapping, None], protected_settings: Union[str, Mapping, None]
+    settings: str | Mapping | None, protected_settings: str | Mapping | None
 ) -> ExtensionSettings:
     """Parse and check both settings; raise VmSnapshotError (16, 11) on bad input."""
     public = _as_mapping(settings, "settings")
@@ -186,7 +187,7 @@ def parse_extension_settings(
             "settings commandToExecute must contain 'snapshot' or 'install' "
             "(the command is not correct)."
         )
-    metadata: Dict[str, str] = {}
+    metadata: dict[str, str] = {}
     if command == "snapshot":
         if "objectStr" not in public:
             raise _bad("settings objectStr (with backupMetadata) is required for a snapshot.")
@@ -214,7 +215,7 @@ def parse_extension_settings(
     )
 
 
-def ticks_to_datetime(ticks: Union[int, str]) -> datetime:
+def ticks_to_datetime(ticks: int | str) -> datetime:
     """.NET ticks (100 ns since 0001-01-01 UTC) as an aware UTC datetime."""
     text = str(ticks).strip()
     if not text.isdigit():
@@ -226,8 +227,8 @@ def ticks_to_datetime(ticks: Union[int, str]) -> datetime:
 
 
 def command_too_late(
-    ticks: Union[int, str, None],
-    now: Optional[datetime] = None,
+    ticks: int | str | None,
+    now: datetime | None = None,
     max_minutes: int = COMMAND_MAX_AGE_MINUTES,
 ) -> bool:
     """The 402 guard: more than `max_minutes` since commandStartTimeUTCTicks (None: never)."""

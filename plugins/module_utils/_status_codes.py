@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Dict, Tuple, Union
 
 
 class Status(enum.IntEnum):
@@ -79,7 +78,7 @@ HEALTH_STATES = {"green": 0, "yellow": 128, "red": 256}
 class StatusInfo:
     code: int
     name: str
-    aliases: Tuple[str, ...]
+    aliases: tuple[str, ...]
     health: str
     health_state: int
     message: str
@@ -90,7 +89,7 @@ _S = Status
 # code -> (health, message, aliases). Health is the reference's ExtensionErrorCodeDict; codes it
 # leaves out get the class of their neighbours (13/14 like 12, 556 red like the other snapshot
 # failures: the reference would crash with a KeyError on it).
-_TABLE: Dict[Status, Tuple[str, str, Tuple[str, ...]]] = {
+_TABLE: dict[Status, tuple[str, str, tuple[str, ...]]] = {
     _S.success_appconsistent: ("green", "The snapshot is application-consistent.", ()),
     _S.success: ("green", "The operation succeeded (file-system- or crash-consistent).", ()),
     _S.error: ("green", "The operation failed with a generic error.", ()),
@@ -283,7 +282,7 @@ _TABLE: Dict[Status, Tuple[str, str, Tuple[str, ...]]] = {
     ),
 }
 
-_BY_NAME: Dict[str, Status] = {
+_BY_NAME: dict[str, Status] = {
     key.lower(): status
     for status, (_health, _message, aliases) in _TABLE.items()
     for key in (status.name, *aliases)
@@ -302,7 +301,7 @@ class VmSnapshotError(Exception):
         return self.message
 
 
-def lookup(code_or_name_or_alias: Union[int, str, Status]) -> Status:
+def lookup(code_or_name_or_alias: int | str | Status) -> Status:
     """Return the Status for a number, a numeric string, a reference name or a documented alias.
 
     Names and aliases are matched case-insensitively, with or without the ``StatusCode.`` prefix
@@ -328,7 +327,7 @@ def lookup(code_or_name_or_alias: Union[int, str, Status]) -> Status:
     )
 
 
-def describe(status: Union[int, str, Status]) -> StatusInfo:
+def describe(status: int | str | Status) -> StatusInfo:
     """Everything known about one status: number, name, aliases, health colour and message."""
     found = lookup(status)
     health, message, aliases = _TABLE[found]
@@ -342,7 +341,7 @@ def describe(status: Union[int, str, Status]) -> StatusInfo:
     )
 
 
-def result_fields(status: Union[int, str, Status]) -> dict:
+def result_fields(status: int | str | Status) -> dict:
     """The status keys every module result carries."""
     found = lookup(status)
     return {"status_code": int(found), "status_name": found.name}

@@ -15,7 +15,8 @@ from __future__ import annotations
 import json
 import re
 import time
-from typing import Any, Dict, List, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._atomic_file import (
     write_atomically,
@@ -69,19 +70,19 @@ def _redacted(value: Any) -> Any:
 
 def build_status_document(
     *,
-    task_id: Optional[str],
+    task_id: str | None,
     status: Status,
     status_text: str,
     message: str,
     consistency: str,
-    snapshots: List[Mapping[str, Any]],
+    snapshots: list[Mapping[str, Any]],
     health_status: Status,
-    command_start_ticks: Optional[str],
+    command_start_ticks: str | None,
     telemetry: Mapping[str, Any],
     unique_machine_id: str,
     extension_version: str,
-    timestamp_ms: Optional[int] = None,
-    storage_details: Optional[Mapping[str, Any]] = None,
+    timestamp_ms: int | None = None,
+    storage_details: Mapping[str, Any] | None = None,
 ) -> list:
     """The status blob document: a JSON array with one element.
 
@@ -147,7 +148,7 @@ def dumps_status_document(document: list) -> str:
     return scrub(text)
 
 
-def local_status_document(blob_document: list, *, vm_type: Optional[str] = None) -> list:
+def local_status_document(blob_document: list, *, vm_type: str | None = None) -> list:
     """The local status file's variant of a blob document (docs/reference-behaviour.md §5.5).
 
     The same top-level shape with telemetryData, snapshotInfo and vmHealthInfo null, the blob
@@ -195,7 +196,7 @@ def _require(mapping: Any, key: str, kind: Any, where: str) -> Any:
     return value
 
 
-def parse_status_document(text: str) -> Dict[str, Any]:
+def parse_status_document(text: str) -> dict[str, Any]:
     """Check a status document (blob or local variant) and return its essentials.
 
     Keys: version, timestamp_ms (None for the local ISO form), status, code, task_id, message
@@ -232,7 +233,7 @@ def parse_status_document(text: str) -> Dict[str, Any]:
         raise _bad(f"unknown snapshotConsistency {message['snapshotConsistency']!r}")
     substatus = _require(body, "substatus", list, "status")
     local = body["snapshotInfo"] is None
-    result: Dict[str, Any] = {
+    result: dict[str, Any] = {
         "version": top["version"],
         "timestamp_ms": int(_MS_DATE.match(stamp).group(1)) if _MS_DATE.match(stamp) else None,
         "status": status,

@@ -35,7 +35,7 @@ import os
 import shutil
 import subprocess
 import uuid
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 MARKER_DIR = "/run/appconsistent-vmsnapshot"
 SYSTEMD_RUNTIME = "/run/systemd/system"
@@ -63,7 +63,7 @@ class ThawTimer:
         self,
         mount_points: Sequence[str],
         max_freeze_seconds: float,
-        rcu_earlier: Optional[bytes] = None,
+        rcu_earlier: bytes | None = None,
         *,
         marker_dir: str = MARKER_DIR,
         systemd_runtime: str = SYSTEMD_RUNTIME,
@@ -73,9 +73,9 @@ class ThawTimer:
         self.rcu_earlier = rcu_earlier
         self.marker_dir = marker_dir
         self.systemd_runtime = systemd_runtime
-        self.unit: Optional[str] = None
-        self.marker: Optional[str] = None
-        self.reason: Optional[str] = None  # why it is not armed
+        self.unit: str | None = None
+        self.marker: str | None = None
+        self.reason: str | None = None  # why it is not armed
 
     @property
     def backstop(self) -> str:

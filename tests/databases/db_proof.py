@@ -22,7 +22,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 from db_servers import MariadbServer, PostgresServer
 from db_writer import SCHEMA
@@ -58,23 +58,23 @@ class Snapshot:
     ended: float
     status_name: str
     consistency: str
-    snapshot: Optional[str]
-    quiesced_at: Optional[float]  # the pre-script's own word: when the database was quiesced
-    hold_ms: Optional[int]  # how long a lock was held (MariaDB); 0 for PostgreSQL (no lock)
-    checkpoint_ms: Optional[int]
+    snapshot: str | None
+    quiesced_at: float | None  # the pre-script's own word: when the database was quiesced
+    hold_ms: int | None  # how long a lock was held (MariaDB); 0 for PostgreSQL (no lock)
+    checkpoint_ms: int | None
     writer_stall_ms: int = 0  # the longest gap between acknowledgements during the run
-    writer_tps_pre_script: Optional[float] = None  # the writer's commits/s during the pre-script
+    writer_tps_pre_script: float | None = None  # the writer's commits/s during the pre-script
     restored: bool = False
     started_ok: bool = False
-    start_seconds: Optional[float] = None
+    start_seconds: float | None = None
     recovery: dict = field(default_factory=dict)
     rows_required: int = 0  # acknowledged before the cut-off: must all be there
     rows_found: int = 0
     missing: list = field(default_factory=list)
     unknown_rows: int = 0  # rows the writer never started: must be none
-    totals_match: Optional[bool] = None
+    totals_match: bool | None = None
     integrity_problems: list = field(default_factory=list)
-    error: Optional[str] = None
+    error: str | None = None
     timings: dict = field(default_factory=dict)  # seconds: restore, attach, start, checks
     module_timings: dict = field(default_factory=dict)  # the snapshot module's, in ms
     pre_script: str = ""  # what the pre-script said (its last line)
@@ -127,13 +127,13 @@ class Experiment:
         self.workdir = workdir
         self.container = azurite.create_container()
         self.source_blob = f"{kind}-data.vhd"
-        self.disk: Optional[BlobDisk] = None
+        self.disk: BlobDisk | None = None
         self.server = None
-        self.writer: Optional[subprocess.Popen] = None
-        self.pgbench: Optional[subprocess.Popen] = None
+        self.writer: subprocess.Popen | None = None
+        self.pgbench: subprocess.Popen | None = None
         self.acks_file = workdir / "acks.txt"
         self.snapshots: list[Snapshot] = []
-        self.config_path: Optional[Path] = None
+        self.config_path: Path | None = None
         self.state_dir = workdir / "quiesce-state"
         # Sockets and server logs, where the servers' own users can reach them (tmp_path is 0700).
         self.run_root = Path(tempfile.mkdtemp(prefix="appconsistent-db-"))

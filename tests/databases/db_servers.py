@@ -19,7 +19,6 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Optional
 
 import psycopg
 import pymysql
@@ -85,8 +84,8 @@ class PostgresServer:
         self.run_dir = _owned_dir(run_dir, self.USER, 0o755)
         self.port = free_port()
         self.log = run_dir / "server.log"
-        self.pid: Optional[int] = None
-        self.start_seconds: Optional[float] = None
+        self.pid: int | None = None
+        self.start_seconds: float | None = None
 
     @property
     def socket_dir(self) -> str:
@@ -181,8 +180,8 @@ class MariadbServer:
         self.run_dir = _owned_dir(run_dir, self.USER, 0o755)
         self.port = free_port()
         self.log = run_dir / "server.log"
-        self.process: Optional[subprocess.Popen] = None
-        self.start_seconds: Optional[float] = None
+        self.process: subprocess.Popen | None = None
+        self.start_seconds: float | None = None
 
     @property
     def socket(self) -> str:

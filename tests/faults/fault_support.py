@@ -23,8 +23,9 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable
 
 from scan_secrets import scan_text
 
@@ -84,7 +85,7 @@ class App:
         freeze: bool = True,
         helper_seconds: int = 60,
         retries: int = 0,
-        inside: Optional[Path] = None,
+        inside: Path | None = None,
     ) -> None:
         directory.mkdir(mode=0o700, exist_ok=True)
         self.dir = directory
@@ -124,7 +125,7 @@ class App:
         temporary.chmod(mode)
         os.replace(temporary, path)
 
-    def write_config(self, config: Any, raw: Optional[bytes] = None) -> None:
+    def write_config(self, config: Any, raw: bytes | None = None) -> None:
         data = raw if raw is not None else json.dumps(config).encode()
         self.config_path.write_bytes(data)
         self.config_path.chmod(0o600)
@@ -191,7 +192,7 @@ class FreezeMeter:
         self.mount_point = mount_point
         self._fd = os.open(os.path.join(mount_point, ".freeze-meter"), os.O_WRONLY | os.O_CREAT)
         self.stalls: list[tuple[float, float]] = []
-        self.write_started: Optional[float] = None
+        self.write_started: float | None = None
         self.last_write = (0.0, 0.0)  # (start, end) of the last write that finished
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="freeze-meter", daemon=True)
@@ -221,7 +222,7 @@ class FreezeMeter:
             time.sleep(0.005)
         return True
 
-    def thawed_by(self, moment: float) -> Optional[float]:
+    def thawed_by(self, moment: float) -> float | None:
         """When the stall going on at `moment` ended (`moment` if none); None if it goes on."""
         for start, end in list(self.stalls):
             if start <= moment <= end:
@@ -301,9 +302,9 @@ class ModuleProcess:
         )
         self.pid = self.process.pid
         self.stdout = self.stderr = ""
-        self.killed_at: Optional[float] = None
+        self.killed_at: float | None = None
 
-    def guardian(self, timeout: float = 5.0) -> Optional[int]:
+    def guardian(self, timeout: float = 5.0) -> int | None:
         """The freeze guardian: the module's child that leads its own session."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -319,7 +320,7 @@ class ModuleProcess:
             os.kill(self.pid, signal.SIGKILL)
         self.killed_at = time.monotonic()
 
-    def finish(self, timeout: float = 120) -> Optional[dict]:
+    def finish(self, timeout: float = 120) -> dict | None:
         """Wait for the process; its JSON result, or None when it printed none (killed)."""
         self.stdout, self.stderr = self.process.communicate(timeout=timeout)
         try:
@@ -328,7 +329,7 @@ class ModuleProcess:
             return None
 
     @property
-    def returncode(self) -> Optional[int]:
+    def returncode(self) -> int | None:
         return self.process.returncode
 
 
@@ -347,7 +348,7 @@ class Scenario:
     name: str
     group: str
     attacks: str
-    deadline: Optional[float] = None  # max_freeze_seconds of its runs
+    deadline: float | None = None  # max_freeze_seconds of its runs
     runs: int = 0
     failures: list[str] = dataclasses.field(default_factory=list)
     worst_frozen_ms: float = 0.0
@@ -429,7 +430,7 @@ class Case:
             self.scenario.tracebacks += 1
             self.failures.append(f"{name} printed a traceback")
 
-    def outputs(self, state_dir: Path, log_dir: Path, name: str = "run") -> Optional[dict]:
+    def outputs(self, state_dir: Path, log_dir: Path, name: str = "run") -> dict | None:
         """Save the local status document and extension.log; return the parsed status."""
         log = log_dir / "extension.log"
         if log.exists():
@@ -462,7 +463,7 @@ class Figures:
         self.scenarios: dict[str, Scenario] = {}
 
     def scenario(
-        self, name: str, group: str, attacks: str, deadline: Optional[float] = None
+        self, name: str, group: str, attacks: str, deadline: float | None = None
     ) -> Scenario:
         if name not in self.scenarios:
             self.scenarios[name] = Scenario(name, group, attacks, deadline)
@@ -495,7 +496,7 @@ def clean_output() -> None:
     OUTPUT.mkdir(parents=True, exist_ok=True)
 
 
-def snapshot_args(disks, app: Optional[App], run_dirs: dict, mounts, **extra) -> dict:
+def snapshot_args(disks, app: App | None, run_dirs: dict, mounts, **extra) -> dict:
     """The snapshot module's arguments for `disks` (BlobDisk) and loop filesystems `mounts`."""
     return {
         "disks": [disk.sas for disk in disks],
@@ -506,7 +507,7 @@ def snapshot_args(disks, app: Optional[App], run_dirs: dict, mounts, **extra) ->
     }
 
 
-def summary(result: Optional[dict]) -> str:
+def summary(result: dict | None) -> str:
     """A short, secret-free description of a module result for failure messages."""
     if result is None:
         return "no JSON result"
@@ -514,7 +515,7 @@ def summary(result: Optional[dict]) -> str:
     return json.dumps({key: result[key] for key in keys if key in result})[:400]
 
 
-def warnings_of(result: Optional[dict]) -> list[str]:
+def warnings_of(result: dict | None) -> list[str]:
     """The warning texts of a module result (ansible-core 2.19 wraps each in an event)."""
     texts = []
     for warning in (result or {}).get("warnings", []):

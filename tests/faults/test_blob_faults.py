@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable
 
 import pytest
 from fault_support import run_module_process, snapshot_args, summary, warnings_of
@@ -42,10 +42,10 @@ class Fault:
     name: str
     rules: Callable[[list[str]], list[Rule]]  # from the disks' blob names
     code: int
-    taken: Optional[tuple[int, ...]]  # snapshots each disk holds afterwards (None: not checked)
+    taken: tuple[int, ...] | None  # snapshots each disk holds afterwards (None: not checked)
     scripts: bool = True  # the pre- and post-script ran
     disks: int = 1
-    health: Optional[int] = None
+    health: int | None = None
     refuse_first: bool = False
     args: dict = field(default_factory=dict)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable
 
 import pytest
 from fault_support import (
@@ -48,8 +48,8 @@ class Stall:
     where: str  # "snapshot", "status" or "log"
     rule: Callable[[], Rule]
     code: int  # the run's code
-    warning: Optional[str] = None  # a warning the result must carry
-    logged: Optional[str] = None  # a line extension.log must carry
+    warning: str | None = None  # a warning the result must carry
+    logged: str | None = None  # a line extension.log must carry
     scripts: tuple = tuple(ALL_SCRIPTS)  # the scripts that must have run
     args: dict = field(default_factory=dict)
 
@@ -58,14 +58,14 @@ def trickle_head(delay: float) -> Callable[[], Rule]:
     return lambda: Rule(any_request, action="trickle_head", delay=delay)
 
 
-def trickle_body(delay: float, status: int, headers: Optional[dict] = None) -> Callable[[], Rule]:
+def trickle_body(delay: float, status: int, headers: dict | None = None) -> Callable[[], Rule]:
     return lambda: Rule(
         any_request, action="trickle", delay=delay, status=status, body=b"z" * 5000,
         headers=headers or {},
     )  # fmt: skip
 
 
-def endless(status: int, headers: Optional[dict] = None) -> Callable[[], Rule]:
+def endless(status: int, headers: dict | None = None) -> Callable[[], Rule]:
     return lambda: Rule(any_request, action="endless", status=status, headers=headers or {})
 
 

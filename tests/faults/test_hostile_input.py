@@ -16,7 +16,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import pytest
 from fault_support import App, run_module_process, snapshot_args, summary
@@ -39,10 +39,10 @@ class Ctx:
 @dataclass(frozen=True)
 class Hostile:
     name: str
-    code: Optional[int]
-    framework: Optional[int] = None
+    code: int | None
+    framework: int | None = None
     scripts: bool = False
-    setup: Optional[Callable[[Ctx], Optional[dict]]] = None  # may return option overrides
+    setup: Callable[[Ctx], dict | None] | None = None  # may return option overrides
     options: dict = field(default_factory=dict)
 
 
@@ -51,7 +51,7 @@ def b64(value: Any) -> str:
     return base64.b64encode(data).decode()
 
 
-def settings(ctx: Ctx, public: Optional[dict] = None, protected: Optional[dict] = None) -> dict:
+def settings(ctx: Ctx, public: dict | None = None, protected: dict | None = None) -> dict:
     """Good extension settings for the disk, with keys replaced (DELETE removes one)."""
     good_public = {
         "commandToExecute": "snapshot",
@@ -60,7 +60,7 @@ def settings(ctx: Ctx, public: Optional[dict] = None, protected: Optional[dict] 
     }
     good_protected = {"objectStr": b64({"blobSASUri": [ctx.disk.sas]})}
 
-    def merged(good: dict, changes: Optional[dict]) -> dict:
+    def merged(good: dict, changes: dict | None) -> dict:
         result = dict(good)
         for key, value in (changes or {}).items():
             if value is DELETE:

@@ -66,7 +66,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 from urllib.parse import parse_qs, quote, urlsplit
 
 if __package__ in (None, ""):  # run as a script: import the harness the way the tests do
@@ -122,7 +122,7 @@ class Request:
             return {}
         return value if isinstance(value, dict) else {}
 
-    def arg(self, name: str) -> Optional[str]:
+    def arg(self, name: str) -> str | None:
         values = self.query.get(name)
         return values[0] if values else None
 
@@ -169,7 +169,7 @@ _RESOURCE_ID = re.compile(
 )
 
 
-def parse_resource_id(resource_id: str) -> Optional[tuple]:
+def parse_resource_id(resource_id: str) -> tuple | None:
     """(sub, rg, kind, name) of a disk or snapshot ID, or None."""
     match = _RESOURCE_ID.match(resource_id or "")
     if not match:
@@ -232,14 +232,14 @@ class ArmStandin:
         self.routes.append((method.upper(), re.compile(f"^{pattern}$", re.IGNORECASE), handler))
 
     @staticmethod
-    def arm_error(status: int, code: str, message: str, headers: Optional[dict] = None):
+    def arm_error(status: int, code: str, message: str, headers: dict | None = None):
         return Response(status, {"error": {"code": code, "message": message}}, headers or {})
 
     def resource_group_exists(self, sub: str, rg: str) -> bool:
         with self.store.lock:
             return key(sub, rg) in self.store.resource_groups
 
-    def disk_for(self, resource_id: str) -> Optional[dict]:
+    def disk_for(self, resource_id: str) -> dict | None:
         parsed = parse_resource_id(resource_id)
         if not parsed or parsed[2] != "disks":
             return None
@@ -251,10 +251,10 @@ class ArmStandin:
         sub: str,
         location: str,
         *,
-        on_success: Optional[Callable[[], None]] = None,
-        on_failure: Optional[Callable[[dict], None]] = None,
-        fail: Optional[dict] = None,
-        seconds: Optional[float] = None,
+        on_success: Callable[[], None] | None = None,
+        on_failure: Callable[[dict], None] | None = None,
+        fail: dict | None = None,
+        seconds: float | None = None,
     ) -> dict:
         """A long-running operation; returns the headers (`Azure-AsyncOperation`, `Location`,
         `Retry-After`) of the 202 that starts it. It ends at its first poll after `seconds`."""
@@ -308,7 +308,7 @@ class ArmStandin:
             )
         return self._service
 
-    def blob_client(self, container: str, name: str, snapshot: Optional[str] = None):
+    def blob_client(self, container: str, name: str, snapshot: str | None = None):
         return self.blob_service.get_blob_client(container, name, snapshot=snapshot)
 
     def snapshot_source_url(self, container: str, name: str, snapshot: str) -> str:
@@ -346,7 +346,7 @@ class ArmStandin:
             "token_type": "Bearer",
         }
 
-    def authorized(self, request: Request) -> Optional[Response]:
+    def authorized(self, request: Request) -> Response | None:
         """None when the bearer token is one we issued and not expired; else the 401."""
         header = request.headers.get("authorization", "")
         token = header[7:].strip() if header.lower().startswith("bearer ") else ""
@@ -370,7 +370,7 @@ class ArmStandin:
 
     # --- faults -----------------------------------------------------------------------------
 
-    def matching_fault(self, request: Request) -> Optional[dict]:
+    def matching_fault(self, request: Request) -> dict | None:
         with self.store.lock:
             for rule in self.store.faults:
                 if rule.get("method") and rule["method"].upper() != request.method:
@@ -387,7 +387,7 @@ class ArmStandin:
 
     # --- serving ----------------------------------------------------------------------------
 
-    def dispatch(self, request: Request, host_header: str) -> Optional[Response]:
+    def dispatch(self, request: Request, host_header: str) -> Response | None:
         """The answer to one request; None means: close the connection without one."""
         entry = {
             "time": time.time(),
@@ -406,7 +406,7 @@ class ArmStandin:
                 response.headers[name] = value.replace("{host}", host_header)
         return response
 
-    def _answer(self, request: Request) -> Optional[Response]:
+    def _answer(self, request: Request) -> Response | None:
         fault = None if request.path.startswith("/_standin/") else self.matching_fault(request)
         if fault:
             if fault.get("delay"):
@@ -434,7 +434,7 @@ class ArmStandin:
                 return handler(self, request, match)
         return self.arm_error(404, "NotFound", f"No route for {request.method} {request.path}.")
 
-    def serve(self, ready_file: Optional[str] = None, owner: Optional[tuple] = None) -> None:
+    def serve(self, ready_file: str | None = None, owner: tuple | None = None) -> None:
         """Serve until SIGTERM, or until `owner` (pid, start time) is gone: a test run killed
         with SIGKILL leaves no stand-in behind."""
         self.ca_file, key_file = _certificate(self.directory, (self.host, *self.extra_hosts))
@@ -488,7 +488,7 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
 
 
-def _handler_class(standin: ArmStandin, context: Optional[ssl.SSLContext]):
+def _handler_class(standin: ArmStandin, context: ssl.SSLContext | None):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         timeout = 60
@@ -1045,7 +1045,7 @@ class StandinProcess:
     """A running stand-in, as the tests and the CLI see it."""
 
     state: dict
-    process: Optional[subprocess.Popen] = None
+    process: subprocess.Popen | None = None
 
     def __getattr__(self, name: str):
         try:
@@ -1056,7 +1056,7 @@ class StandinProcess:
     def _context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=self.state["ca_file"])
 
-    def call(self, method: str, path: str, body: Optional[dict] = None, *, token: str = ""):
+    def call(self, method: str, path: str, body: dict | None = None, *, token: str = ""):
         """(status, JSON body) of one call to the stand-in's HTTPS listener."""
         import http.client
 
@@ -1076,7 +1076,7 @@ class StandinProcess:
             conn.close()
         return response.status, (json.loads(data) if data else None)
 
-    def _admin(self, method: str, path: str, body: Optional[dict] = None) -> dict:
+    def _admin(self, method: str, path: str, body: dict | None = None) -> dict:
         status, answer = self.call(method, f"/_standin/{path}", body)
         if status >= 300:
             raise RuntimeError(f"stand-in {method} {path}: {status} {answer}")
@@ -1193,7 +1193,7 @@ if pytest is not None:
         standin.stop()
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="start the stand-in detached; record it in --json")

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import re
 import uuid
-from typing import Optional
 
 from harness.armstandin import (
     _SEGMENT,
@@ -188,7 +187,7 @@ def _get_collection(server: ArmStandin, request: Request, match) -> Response:
         return Response(200, _collection_body(entry, request.arg("$expand") == "restorePoints"))
 
 
-def _collection(server: ArmStandin, sub: str, rg: str, name: str) -> Optional[dict]:
+def _collection(server: ArmStandin, sub: str, rg: str, name: str) -> dict | None:
     return server.store.extra["collections"].get(key(sub, rg, name))
 
 

@@ -33,7 +33,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 from urllib.parse import quote
 
 import pytest
@@ -71,9 +71,9 @@ class Azurite:
     port: int
     location: Path
     pid: int
-    process: Optional[subprocess.Popen] = None
-    ca_file: Optional[str] = None  # set when it serves HTTPS with its own self-signed certificate
-    _service: Optional[BlobServiceClient] = field(default=None, repr=False)
+    process: subprocess.Popen | None = None
+    ca_file: str | None = None  # set when it serves HTTPS with its own self-signed certificate
+    _service: BlobServiceClient | None = field(default=None, repr=False)
 
     @property
     def endpoint(self) -> str:
@@ -136,7 +136,7 @@ class Azurite:
 
     # --- blobs ---------------------------------------------------------------------------
 
-    def create_container(self, name: Optional[str] = None) -> str:
+    def create_container(self, name: str | None = None) -> str:
         name = name or f"c{uuid.uuid4().hex[:20]}"
         with contextlib.suppress(ResourceExistsError):
             self.service.create_container(name)
@@ -146,7 +146,7 @@ class Azurite:
         self,
         name: str,
         size: int,
-        content: Optional[bytes] = None,
+        content: bytes | None = None,
         *,
         container: str = DEFAULT_CONTAINER,
     ) -> str:
@@ -202,10 +202,10 @@ class Azurite:
         blob: str,
         *,
         permissions: str = "rw",
-        expiry: Optional[datetime] = None,
-        start: Optional[datetime] = None,
+        expiry: datetime | None = None,
+        start: datetime | None = None,
         bad_signature: bool = False,
-        snapshot: Optional[str] = None,
+        snapshot: str | None = None,
     ) -> str:
         """A blob SAS URI. Expired: a past `expiry`; not yet valid: a future `start`. With
         `snapshot`, a snapshot SAS (sr=bs) whose URI names that snapshot: it reads only it."""
@@ -226,7 +226,7 @@ class Azurite:
         return f"{self.url}/{container}/{blob}?{token}"
 
     def container_sas(
-        self, container: str, *, permissions: str = "rl", expiry: Optional[datetime] = None
+        self, container: str, *, permissions: str = "rl", expiry: datetime | None = None
     ) -> str:
         token = generate_container_sas(
             ACCOUNT,
@@ -453,7 +453,7 @@ def _cli_sas(args) -> int:
     return 0
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="start Azurite detached; record it in --json")

@@ -40,7 +40,8 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Callable, Iterator, Optional
+from collections.abc import Iterator
+from typing import Callable
 from urllib.parse import urlsplit
 
 if __package__ in (None, ""):  # run as a script: import the harness the way the tests do
@@ -224,10 +225,10 @@ class BlobDisk(Record):
     base_dir: str
     fuse_mount: str
     mount_point: str
-    fstype: Optional[str]
-    device: Optional[str]
-    server_pid: Optional[int]
-    server_start: Optional[str]
+    fstype: str | None
+    device: str | None
+    server_pid: int | None
+    server_start: str | None
 
     def __str__(self) -> str:
         return f"{self.device} {self.blob_url}"
@@ -316,9 +317,9 @@ def _start_server(disk: BlobDisk, sas: str) -> None:
 def attach_blob_disk(
     sas: str,
     *,
-    mkfs: Optional[str] = None,
+    mkfs: str | None = None,
     mount: bool = False,
-    base_dir: Optional[str] = None,
+    base_dir: str | None = None,
     owned: bool = True,
 ) -> BlobDisk:
     """Attach the page blob behind ``sas`` as a loop device; ``mkfs`` makes a filesystem on it
@@ -360,7 +361,7 @@ if pytest is not None:
         yield from BlobDisk.registry.factory(attach_blob_disk)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     registry = BlobDisk.registry
     parser, commands, up = registry.command_line(
         __doc__.split("\n", 1)[0], "attach a page blob as a loop device and record it"

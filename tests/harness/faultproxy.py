@@ -39,7 +39,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Optional
+from typing import Callable
 from urllib.parse import parse_qsl, quote
 
 ACTIONS = (
@@ -62,11 +62,11 @@ class Rule:
 
     matches: Callable[[str, str], bool]
     delay: float = 0.0
-    status: Optional[int] = None
+    status: int | None = None
     body: bytes = b""
     headers: dict = field(default_factory=dict)
     action: str = "forward"
-    times: Optional[int] = None  # None: every match
+    times: int | None = None  # None: every match
     hits: int = 0
 
     def __post_init__(self) -> None:

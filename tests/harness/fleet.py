@@ -38,7 +38,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import pytest
 import yaml
@@ -143,9 +143,9 @@ class Fleet:
     hosts: list[FleetHost]
     subnet: str = ""
     bridge_address: str = ""
-    owner_pid: Optional[int] = None  # None: detached (CLI `up`), only `down` ends it
+    owner_pid: int | None = None  # None: detached (CLI `up`), only `down` ends it
     owner_start: int = 0
-    azurite: Optional[dict[str, Any]] = None
+    azurite: dict[str, Any] | None = None
     status: str = "starting"
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
 
@@ -687,7 +687,7 @@ def _start_time(pid: int) -> int:
     return int(stat.rsplit(")", 1)[1].split()[19])
 
 
-def is_process(pid: Optional[int], start: int) -> bool:
+def is_process(pid: int | None, start: int) -> bool:
     """Is `pid` still the process we recorded (not a zombie, not a reused PID)?"""
     if not pid or _start_time(pid) != start:
         return False

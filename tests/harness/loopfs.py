@@ -26,7 +26,8 @@ import re
 import shutil
 import sys
 import time
-from typing import Callable, Iterator, Optional
+from collections.abc import Iterator
+from typing import Callable
 
 if __package__ in (None, ""):  # run as a script: import the harness the way the tests do
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -54,7 +55,7 @@ def state_dir() -> str:
     return os.path.join(os.environ.get("XDG_RUNTIME_DIR") or "/run", "appconsistent-harness")
 
 
-def mounted_source(mount_point: str) -> Optional[str]:
+def mounted_source(mount_point: str) -> str | None:
     """The source (device) of the top-most mount at ``mount_point``, or None."""
     source = None
     with open("/proc/self/mountinfo") as handle:
@@ -65,7 +66,7 @@ def mounted_source(mount_point: str) -> Optional[str]:
     return source
 
 
-def loop_backing_file(device: str) -> Optional[str]:
+def loop_backing_file(device: str) -> str | None:
     try:
         with open(f"/sys/block/{os.path.basename(device)}/loop/backing_file") as handle:
             return handle.read().strip().removesuffix(" (deleted)")
@@ -97,7 +98,7 @@ class LoopFilesystem(Record):
     base_dir: str
     image: str
     mount_point: str
-    device: Optional[str]
+    device: str | None
 
     def __str__(self) -> str:
         return f"{self.fstype} {self.device} {self.mount_point}"
@@ -125,8 +126,8 @@ class LoopFilesystem(Record):
 
 def make_loop_filesystem(
     fstype: str = "ext4",
-    size_mb: Optional[int] = None,
-    base_dir: Optional[str] = None,
+    size_mb: int | None = None,
+    base_dir: str | None = None,
     owned: bool = True,
 ) -> LoopFilesystem:
     """Make, record and mount a fresh filesystem in a new temp dir under ``base_dir``.
@@ -173,7 +174,7 @@ if pytest is not None:
         return loop_filesystem_factory("xfs")
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     registry = LoopFilesystem.registry
     parser, _commands, up = registry.command_line(
         __doc__.split("\n", 1)[0], "make, record and mount a filesystem"

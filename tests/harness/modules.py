@@ -13,7 +13,6 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Optional
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COLLECTIONS = REPO_ROOT / ".cache" / "collections"
@@ -64,10 +63,10 @@ def run_module(name: str, args: dict, *, check_mode: bool = False, timeout: floa
 def run_playbook(
     playbook: str,
     *,
-    extra_vars: Optional[dict] = None,
+    extra_vars: dict | None = None,
     inventory: str = "localhost,",
     options: tuple[str, ...] = (),
-    env: Optional[dict] = None,
+    env: dict | None = None,
     timeout: float = 600,
 ) -> subprocess.CompletedProcess:
     """Run ansible-playbook against localhost with the checkout's collection and venv Python."""

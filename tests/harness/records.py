@@ -20,7 +20,8 @@ import subprocess
 import tempfile
 import threading
 import uuid
-from typing import Callable, ClassVar, Generic, Iterator, Optional, TypeVar
+from collections.abc import Iterator
+from typing import Callable, ClassVar, Generic, TypeVar
 
 
 def run(argv: list[str], check: bool = True) -> subprocess.CompletedProcess:
@@ -32,7 +33,7 @@ def run(argv: list[str], check: bool = True) -> subprocess.CompletedProcess:
     return result
 
 
-def process_start(pid: int) -> Optional[str]:
+def process_start(pid: int) -> str | None:
     """The start time of a process (field 22 of /proc/PID/stat), to tell a reused PID apart."""
     try:
         with open(f"/proc/{pid}/stat") as handle:
@@ -41,7 +42,7 @@ def process_start(pid: int) -> Optional[str]:
         return None
 
 
-def same_process(pid: Optional[int], start: Optional[str]) -> bool:
+def same_process(pid: int | None, start: str | None) -> bool:
     """Is ``pid`` still the process that started at ``start`` (not gone, not a reused PID)?"""
     return pid is not None and process_start(pid) == start
 
@@ -56,8 +57,8 @@ class Record:
     fields: ClassVar[tuple[str, ...]] = ()
     noun: ClassVar[str]  # what the CLI calls one of them
     registry: ClassVar[Registry]
-    owner_pid: Optional[int]  # None: made by a CLI ``up``, it belongs to no process
-    owner_start: Optional[str]
+    owner_pid: int | None  # None: made by a CLI ``up``, it belongs to no process
+    owner_start: str | None
 
     def __init__(self, record: dict, state_file: str) -> None:
         for field in (*self.fields, "owner_pid", "owner_start"):
@@ -106,13 +107,13 @@ class Registry(Generic[R]):
         self.kind: type[R]
         self._live: dict[str, R] = {}  # made by this process and not yet torn down
         self._lock = threading.Lock()
-        self._hooks_pid: Optional[int] = None
+        self._hooks_pid: int | None = None
         self._previous_handlers: dict[int, object] = {}
 
     def __set_name__(self, kind: type[R], name: str) -> None:
         self.kind = kind
 
-    def new_directory(self, prefix: str, base_dir: Optional[str]) -> str:
+    def new_directory(self, prefix: str, base_dir: str | None) -> str:
         """A fresh temp directory for one thing, made once the records directory exists."""
         os.makedirs(self.directory(), mode=0o700, exist_ok=True)
         return tempfile.mkdtemp(prefix=prefix, dir=base_dir)
