@@ -87,7 +87,7 @@ def _decoded(text: str) -> str:
     """Text with percent-encoding (three levels), JSON \\u00XX and HTML entities undone."""
     text = re.sub(r"\\+u00([0-9A-Fa-f]{2})", lambda m: chr(int(m.group(1), 16)), text)
     text = re.sub(r"\\+/", "/", text)
-    for _ in range(3):
+    for _round in range(3):
         text = unquote(html.unescape(text))
     return text
 

@@ -224,9 +224,9 @@ class _DeadlineReader(socket.SocketIO):
         super().__init__(sock, "rb")
         self._clock = clock
 
-    def readinto(self, buffer) -> int:
+    def readinto(self, b) -> int:
         self._sock.settimeout(self._clock.left())
-        return super().readinto(buffer)
+        return super().readinto(b)
 
 
 class _SocketView:

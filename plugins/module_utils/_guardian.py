@@ -530,7 +530,8 @@ class Guardian:
 
     def _limit(self) -> int:
         """Until when the guardian may stay silent before the module takes over."""
-        assert self._deadline is not None
+        if self._deadline is None:
+            raise RuntimeError("Guardian._limit() needs the deadline of a started freeze")
         limit = self._deadline + int(MODULE_GRACE_SECONDS * _NS_PER_S)
         if self._thaw_requested is not None:
             limit = min(limit, self._thaw_requested + int(THAW_REPLY_SECONDS * _NS_PER_S))

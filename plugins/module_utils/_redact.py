@@ -171,7 +171,7 @@ class _Registry:
 def _decoded(run: str) -> str:
     """A run with its JSON escapes and (up to three levels of) percent-encoding undone."""
     run = _JSON_ESCAPE.sub(lambda m: m.group(2) or chr(int(m.group(1), 16)), run)
-    for _ in range(3):
+    for _round in range(3):
         decoded = unquote(run)
         if decoded == run:
             break

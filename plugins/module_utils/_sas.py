@@ -141,7 +141,7 @@ def _register_secrets(uri: str) -> list[str]:
     query = uri.split("?", 1)[1].split("#", 1)[0] if "?" in uri else ""
     signatures = []
     for pair in query.split("&"):
-        name, _, value = pair.partition("=")
+        name, _sep, value = pair.partition("=")
         for piece in (name, *name.split(";")):
             if not _PARAMETER_NAME.match(_name_of(piece)):
                 register(piece)  # maybe the rest of a signature cut by "&"

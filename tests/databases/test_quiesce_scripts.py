@@ -192,14 +192,11 @@ def test_a_second_pre_script_replaces_the_first_lock(mariadb, scripts, tmp_path)
 def waiting_sessions(server: MariadbServer, blocker_id: int) -> list[tuple]:
     """Sessions other than the blocker and this query that wait for something."""
     return [
-        row
-        for row in (
-            line.split("\t")
-            for line in server.sql(
-                "SELECT ID, STATE, INFO FROM information_schema.PROCESSLIST"
-                f" WHERE ID NOT IN ({blocker_id}, CONNECTION_ID()) AND COMMAND = 'Query'"
-            ).splitlines()
-        )
+        line.split("\t")
+        for line in server.sql(
+            "SELECT ID, STATE, INFO FROM information_schema.PROCESSLIST"
+            f" WHERE ID NOT IN ({blocker_id}, CONNECTION_ID()) AND COMMAND = 'Query'"
+        ).splitlines()
     ]
 
 

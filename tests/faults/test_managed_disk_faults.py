@@ -16,7 +16,6 @@ import pytest
 from fault_support import ModuleProcess, run_module_process, wait_for
 from system.snapshot_support import writable_within, write_prepost
 
-from harness.armstandin import arm_standin  # noqa: F401 (a fixture)
 from harness.modules import run_playbook
 
 DEADLINE = 2  # max_freeze_seconds of these runs
@@ -24,7 +23,7 @@ BOUND = DEADLINE + 1.0
 
 
 @pytest.fixture
-def standin(arm_standin):  # noqa: F811
+def standin(arm_standin):
     arm_standin.clear_faults()
     yield arm_standin
     arm_standin.clear_faults()
@@ -68,7 +67,7 @@ def test_sigkill_while_frozen_on_a_hanging_snapshot_call_thaws(standin, loop_ext
     finally:
         run.kill()
         run.finish(30)
-    result, _ = run_module_process(
+    result, _output = run_module_process(
         {**args, "freeze_mounts": [loop_ext4.mount_point]}, tmp_path, timeout=120
     )
     assert result and result["status_code"] == 0, result

@@ -50,7 +50,7 @@ def next_run_works(case, args, tmp_path, app, meter, bound) -> None:
 
 
 @pytest.mark.timeout(240 * SOAK)
-@pytest.mark.parametrize(("stopped", "killed"), MODES, ids=lambda v: str(v))
+@pytest.mark.parametrize(("stopped", "killed"), MODES, ids=str)
 def test_stopped_processes_while_frozen(
     figures, make_app, meter, proxy, proxied_disks, loop_ext4, run_dirs, tmp_path, stopped, killed
 ):

@@ -19,8 +19,7 @@ import pytest
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._status_document import (
     parse_status_document,
 )
-from harness.armstandin import arm_standin  # noqa: F401 (a fixture)
-from harness.blobdisk import attach_blob_disk, blob_disk_factory  # noqa: F401 (a fixture)
+from harness.blobdisk import attach_blob_disk
 from harness.modules import run_module
 from snapshot_support import writable_within, write_prepost
 
@@ -33,7 +32,7 @@ def run_dirs(tmp_path):
 
 
 @pytest.fixture
-def standin(arm_standin):  # noqa: F811
+def standin(arm_standin):
     arm_standin.clear_faults()
     yield arm_standin
     arm_standin.clear_faults()
@@ -67,7 +66,7 @@ def write_durably(path: Path, text: str) -> None:
 def test_snapshot_of_a_blob_backed_disk_under_freeze_restores_to_the_bytes_of_before(
     azurite,
     standin,
-    blob_disk_factory,  # noqa: F811
+    blob_disk_factory,
     tmp_path,
     run_dirs,
 ):
@@ -145,7 +144,9 @@ def test_snapshot_of_a_blob_backed_disk_under_freeze_restores_to_the_bytes_of_be
         azurite.blob_sas(backing["container"], backing["blob"]), base_dir=str(tmp_path)
     )
     try:
-        fsck = subprocess.run(["fsck.ext4", "-fn", copy.device], capture_output=True, text=True)
+        fsck = subprocess.run(
+            ["fsck.ext4", "-fn", copy.device], capture_output=True, text=True, check=False
+        )
         assert fsck.returncode == 0, fsck.stdout + fsck.stderr
         copy.mount()
         assert Path(copy.mount_point, "ledger.txt").read_text() == "before the freeze\n"
@@ -165,7 +166,7 @@ def test_a_disk_made_from_another_source_is_never_overwritten(azurite, standin, 
     name = disk_id.rsplit("/", 1)[1]
     token = standin.token()
     snap = disk_id.replace("/disks/", "/snapshots/") + "-s"
-    status, _ = standin.call(
+    status, _body = standin.call(
         "PUT",
         f"{snap}?api-version=2024-03-02",
         {
@@ -229,7 +230,7 @@ def test_throttling_within_the_deadline_is_retried(azurite, standin, loop_ext4, 
     standin.set_faults(
         {"method": "PUT", "path": "/snapshots/", "status": 429, "retry_after": 1, "times": 1}
     )
-    result, _ = run_with(standin, disk_ids, tmp_path, run_dirs)
+    result, _output = run_with(standin, disk_ids, tmp_path, run_dirs)
     assert result["status_code"] == 0 and result["snapshots"][0]["ok"], result
     puts = [r for r in standin.requests() if r["method"] == "PUT" and "/snapshots/" in r["path"]]
     assert [r["status"] for r in puts[-2:]] == [429, 202]
@@ -240,7 +241,7 @@ def test_one_disk_of_several_failing_is_761(azurite, standin, tmp_path, run_dirs
     disk_ids = new_disks(standin, 3, "several")
     failing = disk_ids[2].rsplit("/", 1)[1]
     standin.set_faults({"method": "PUT", "path": f"/snapshots/{failing}-", "status": 500})
-    result, _ = run_with(standin, disk_ids, tmp_path, run_dirs)
+    result, _output = run_with(standin, disk_ids, tmp_path, run_dirs)
     assert result["status_code"] == 76 and health(result) == 761, result
     assert [s["ok"] for s in result["snapshots"]] == [True, True, False]
 
@@ -249,7 +250,7 @@ def test_one_disk_failing_after_acceptance_is_761(azurite, standin, tmp_path, ru
     disk_ids = new_disks(standin, 2, "late")
     failing = disk_ids[1].rsplit("/", 1)[1]
     standin.set_faults({"method": "PUT", "path": f"/snapshots/{failing}-", "lro": "fail"})
-    result, _ = run_with(standin, disk_ids, tmp_path, run_dirs)
+    result, _output = run_with(standin, disk_ids, tmp_path, run_dirs)
     assert result["status_code"] == 76 and health(result) == 761, result
     late = result["snapshots"][1]
     assert not late["ok"] and late["provisioning_state"] == "Failed", late

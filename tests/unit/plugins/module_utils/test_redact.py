@@ -31,7 +31,7 @@ def empty_registry():
 def make_signature(seed: int) -> str:
     """A random base64 signature (44 characters, as a SAS's HMAC-SHA256), with + / and =."""
     rng = random.Random(seed)
-    body = "".join(rng.choice(string.ascii_letters + string.digits + "+/") for _ in range(42))
+    body = "".join(rng.choice(string.ascii_letters + string.digits + "+/") for _char in range(42))
     return body[:10] + "+/" + body[12:] + "1="
 
 

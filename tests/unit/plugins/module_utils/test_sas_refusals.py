@@ -33,7 +33,7 @@ def empty_registry():
 
 def signature(seed: int) -> str:
     rng = random.Random(seed)
-    return "".join(rng.choice(string.ascii_letters + string.digits) for _ in range(43)) + "="
+    return "".join(rng.choice(string.ascii_letters + string.digits) for _char in range(43)) + "="
 
 
 def _insert(value: str, position: float, piece: str) -> str:
