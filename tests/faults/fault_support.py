@@ -305,13 +305,12 @@ class ModuleProcess:
         self.killed_at: float | None = None
 
     def guardian(self, timeout: float = 5.0) -> int | None:
-        """The freeze guardian: the module's child that leads its own session."""
+        """The freeze guardian (see `is_guardian`)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for pid in children(self.pid):
-                with contextlib.suppress(OSError):
-                    if os.getsid(pid) == pid:
-                        return pid
+                if is_guardian(pid, self.pid):
+                    return pid
             time.sleep(0.005)
         return None
 
@@ -546,6 +545,20 @@ def same_program(pid: int, other: int) -> bool:
     try:
         return (
             Path(f"/proc/{pid}/cmdline").read_bytes() == Path(f"/proc/{other}/cmdline").read_bytes()
+        )
+    except OSError:
+        return False
+
+
+def is_guardian(pid: int, module: int) -> bool:
+    """The module's child that leads its own session, runs the module's image and has forked
+    its deputy. A script's process also leads its own session and, between fork and exec, also
+    runs the module's image, but it never has such a child."""
+    try:
+        return (
+            os.getsid(pid) == pid
+            and same_program(pid, module)
+            and any(same_program(child, module) for child in children(pid))
         )
     except OSError:
         return False

@@ -12,7 +12,6 @@ answering, the extreme of a slow disk: the thaw must follow the moment the freez
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 import signal
@@ -25,9 +24,9 @@ from fault_support import (
     SOAK,
     ModuleProcess,
     children,
+    is_guardian,
     run_family,
     run_module_process,
-    same_program,
     snapshot_args,
     summary,
     wait_for,
@@ -45,17 +44,12 @@ pytestmark = pytest.mark.skipif(
 
 
 def guardian_of(module: int, timeout: float) -> int | None:
-    """The module's child that runs the module's program in its own session (not a script,
-    which also gets a session of its own)."""
+    """The module's guardian, not one of its scripts (see `is_guardian`)."""
     found: list[int] = []
 
     def look() -> bool:
-        for pid in children(module):
-            with contextlib.suppress(OSError):
-                if os.getsid(pid) == pid and same_program(pid, module):
-                    found.append(pid)
-                    return True
-        return False
+        found.extend(pid for pid in children(module) if is_guardian(pid, module))
+        return bool(found)
 
     wait_for(look, timeout)
     return found[0] if found else None

@@ -41,7 +41,8 @@ except ImportError:  # the CLI also runs under a Python without pytest
 
 DEFAULT_SIZE_MB = {"ext4": 64, "xfs": 320, "btrfs": 256}  # xfsprogs >= 5.19 needs 300 MB
 MKFS = {
-    "ext4": ["mkfs.ext4", "-q", "-F"],
+    # No lazy initialisation: its background writes would land in tests that freeze or time.
+    "ext4": ["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0"],
     "xfs": ["mkfs.xfs", "-q", "-f"],
     "btrfs": ["mkfs.btrfs", "-q", "-f"],
 }
