@@ -16,6 +16,10 @@ LOGS="$ROOT/tests/output/logs"
 rm -rf "$LOGS"
 mkdir -p "$LOGS"
 
+# What killed earlier runs left is reclaimed; what a live run beside this one holds is noted, so
+# that the leftovers stage counts only what this run leaves behind.
+.venv/bin/python tests/check_leftovers.py --before "$LOGS/../leftovers-before.json" || exit 1
+
 all_stages=(lint sanity unit system integration molecule versions fleet faults databases build secrets leftovers)
 stages=("$@")
 ((${#stages[@]})) || stages=("${all_stages[@]}")
@@ -88,7 +92,7 @@ stage_build() { bash scripts/check-build.sh; }
 
 stage_secrets() { .venv/bin/python tests/scan_secrets.py "$ROOT/tests/output"; }
 
-stage_leftovers() { .venv/bin/python tests/check_leftovers.py; }
+stage_leftovers() { .venv/bin/python tests/check_leftovers.py --since "$LOGS/../leftovers-before.json"; }
 
 passed=() failed=()
 for stage in "${stages[@]}"; do

@@ -1,21 +1,44 @@
 """Fail when the test suite left anything of its harness behind on this machine.
 
-Usage: python tests/check_leftovers.py
+Usage:
+    python tests/check_leftovers.py --before FILE   # at the suite's start
+    python tests/check_leftovers.py --since FILE    # its last stage
 
 Looks for what only our harness makes: loop devices backed by its images, mounts below its
 temporary directories, network namespaces and links named acvs-*, Azurite or sshd processes
-started from its directories, and harness state records. Run as the suite's last stage.
+started from its directories, and harness state records.
+
+``--before`` first tears down what killed earlier runs left on record (blob disks, filesystems,
+fleets, Resource Manager stand-ins and Azurites whose owning process is gone; never those of a
+live process or of a CLI ``up``), then
+writes what is still there to FILE. ``--since`` fails on anything found that FILE does not list:
+what this run left behind, not what a live run beside it or an earlier machine user holds.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from harness import armstandin, azurite, blobdisk, fleet, loopfs
+from harness.records import state_dir
+
 HARNESS_MARKERS = ("appconsistent-", "acvs-", "vmsnapshot-demo.")
-STATE_DIRS = (Path("/run/appconsistent-harness"), Path("/run/acvs-fleet"))
+STATE_DIRS = (Path(state_dir()), fleet.REGISTRY)
+# In the order they are reclaimed: a blob disk or a stand-in needs its Azurite until it goes.
+REGISTRIES = (
+    blobdisk.BlobDisk.registry,
+    loopfs.LoopFilesystem.registry,
+    fleet.Fleet.registry,
+    armstandin.StandinProcess.registry,
+    azurite.Azurite.registry,
+)
 
 
 def marked(text: str) -> bool:
@@ -69,18 +92,43 @@ def state_records() -> list[str]:
     ]
 
 
-def main() -> int:
-    checks = {
+def found() -> dict[str, list[str]]:
+    return {
         "loop devices": loop_devices(),
         "mounts": mounts(),
         "namespaces and links": namespaces_and_links(),
         "processes": processes(),
         "harness state records": state_records(),
     }
+
+
+def reclaim_dead_owners() -> list[str]:
+    """Tear down the records of killed test processes; a record without an owner is a CLI's."""
+    return [str(made) for registry in REGISTRIES for made in registry.cleanup(unowned=False)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    when = parser.add_mutually_exclusive_group(required=True)
+    when.add_argument("--before", metavar="FILE", help="reclaim, then record what is there")
+    when.add_argument("--since", metavar="FILE", help="fail on what FILE does not list")
+    args = parser.parse_args(argv)
+    if args.before:
+        for what in reclaim_dead_owners():
+            print(f"reclaimed from a killed earlier run: {what}")
+        Path(args.before).write_text(json.dumps(found(), indent=2), encoding="utf-8")
+        return 0
+    before = json.loads(Path(args.since).read_text(encoding="utf-8"))
+    checks = found()
     for what, items in checks.items():
         for item in items:
-            print(f"left behind ({what}): {item}")
-    total = sum(len(items) for items in checks.values())
+            if item in before.get(what, ()):
+                print(f"there before this run, not counted ({what}): {item}")
+            else:
+                print(f"left behind ({what}): {item}")
+    total = sum(
+        item not in before.get(what, ()) for what, items in checks.items() for item in items
+    )
     print(f"leftovers: {total} found ({', '.join(checks)} checked)")
     return 1 if total else 0
 
