@@ -150,10 +150,6 @@ class PhaseResult:
     runs: list[PluginRun]
 
     @property
-    def results(self) -> list[ScriptResult | None]:
-        return [run.result for run in self.runs]
-
-    @property
     def warnings(self) -> list[str]:
         """Scripts whose file changed between the check and the run."""
         return [run.result.warning for run in self.runs if run.result and run.result.warning]
