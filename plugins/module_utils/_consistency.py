@@ -34,6 +34,9 @@ APPLICATION = "application"
 FILESYSTEM = "filesystem"
 CRASH = "crash"
 NONE = "none"
+# The order of the levels, the one table every comparison reads: a result meets a policy when
+# it ranks at least as high.
+RANK = {NONE: 0, CRASH: 1, FILESYSTEM: 2, APPLICATION: 3}
 
 # The consistency stamp on every snapshot (blob metadata or resource tags): the level reached and
 # the host that reached it.

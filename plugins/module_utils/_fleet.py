@@ -21,11 +21,14 @@ from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._consiste
     CRASH,
     FILESYSTEM,
     NONE,
+    RANK,
 )
 
-# The one home of the consistency order: a result meets a policy when it ranks at least as high.
-RANK = {NONE: 0, CRASH: 1, FILESYSTEM: 2, APPLICATION: 3}
 LEVELS = tuple(RANK)
+# What an entry of the snapshot module's managed_disks takes.
+MANAGED_DISK_KEYS = ("id", "snapshot_resource_group", "snapshot_name", "tags")
+# What a summary row keeps of each disk: a page blob's snapshot, or a managed disk's.
+_SNAPSHOT_ROW_KEYS = ("blob_url", "snapshot", "snapshot_url", "disk_id", "snapshot_id", "ok")
 # The last characters of a script's stderr that a summary row carries.
 STDERR_TAIL_CHARS = 240
 # What marks a script that exited 0 as worth a look; scripts that only narrate (the examples log
@@ -48,8 +51,8 @@ def meets(level: Any, required: Any) -> bool:
     return rank(level if level is not None else NONE) >= rank(required)
 
 
-def uri_list(value: Any, name: str = "snapshot_disks") -> list[str]:
-    """A list of URIs from a list, one comma-separated string or a JSON-string list."""
+def _survey_list(value: Any, name: str, what: str) -> Sequence:
+    """A list as it came, or from one comma-separated string or a JSON-string list."""
     if value is None:
         return []
     if isinstance(value, str):
@@ -65,9 +68,15 @@ def uri_list(value: Any, name: str = "snapshot_disks") -> list[str]:
             value = text.split(",")
     if isinstance(value, Mapping) or not isinstance(value, Sequence):
         raise FleetInputError(
-            f"{name} must be a list of URIs, one comma-separated string or a JSON list, "
+            f"{name} must be a list of {what}, one comma-separated string or a JSON list, "
             f"not a {type(value).__name__}"
         )
+    return value
+
+
+def uri_list(value: Any, name: str = "snapshot_disks") -> list[str]:
+    """A list of URIs from a list, one comma-separated string or a JSON-string list."""
+    value = _survey_list(value, name, "URIs")
     uris = []
     for index, item in enumerate(value):
         if not isinstance(item, str):
@@ -75,6 +84,48 @@ def uri_list(value: Any, name: str = "snapshot_disks") -> list[str]:
         if item.strip():
             uris.append(item.strip())
     return uris
+
+
+def managed_disk_list(
+    value: Any,
+    snapshot_resource_group: Any = "",
+    snapshot_name: Any = "",
+    tags: Any = None,
+    name: str = "snapshot_managed_disks",
+) -> list[dict]:
+    """The snapshot module's `managed_disks` from resource IDs or dicts (a list, one
+    comma-separated string or a JSON-string list); an entry without its own snapshot resource
+    group or name pattern takes the role's, and the role's tags go under the entry's own."""
+    if not isinstance(tags or {}, Mapping):
+        raise FleetInputError("snapshot_managed_snapshot_tags must be a dict")
+    disks = []
+    for index, item in enumerate(_survey_list(value, name, "resource IDs or dicts")):
+        where = f"{name}[{index}]"
+        entry = {"id": item.strip()} if isinstance(item, str) else item
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("id"), str):
+            raise FleetInputError(f"{where} must be a resource ID or a dict with an id")
+        unknown = sorted(set(entry) - set(MANAGED_DISK_KEYS))
+        if unknown:
+            raise FleetInputError(
+                f"{where} has unknown keys {', '.join(map(str, unknown))};"
+                f" it takes {', '.join(MANAGED_DISK_KEYS)}"
+            )
+        if not isinstance(entry.get("tags") or {}, Mapping):
+            raise FleetInputError(f"{where}.tags must be a dict")
+        disk = {"id": entry["id"].strip()}
+        if not disk["id"]:
+            continue
+        group = entry.get("snapshot_resource_group") or snapshot_resource_group
+        pattern = entry.get("snapshot_name") or snapshot_name
+        merged = {**(tags or {}), **(entry.get("tags") or {})}
+        if group:
+            disk["snapshot_resource_group"] = str(group)
+        if pattern:
+            disk["snapshot_name"] = str(pattern)
+        if merged:
+            disk["tags"] = merged
+        disks.append(disk)
+    return disks
 
 
 def settings_dict(value: Any, name: str = "snapshot_protected_settings") -> dict:
@@ -95,7 +146,7 @@ def settings_dict(value: Any, name: str = "snapshot_protected_settings") -> dict
     return dict(value)
 
 
-def _int_or_none(value: Any) -> int | None:
+def int_or_none(value: Any) -> int | None:
     if value is None or value == "" or value == "None":
         return None
     try:
@@ -130,7 +181,7 @@ def _script_notes(scripts: Mapping) -> list[dict]:
                         "path": script.get("path"),
                         "exit_code": code,
                         "timed_out": bool(script.get("timed_out")),
-                        "status_code": _int_or_none((plugin or {}).get("status_code")),
+                        "status_code": int_or_none((plugin or {}).get("status_code")),
                         "stderr_tail": stderr[-STDERR_TAIL_CHARS:],
                     }
                 )
@@ -138,20 +189,23 @@ def _script_notes(scripts: Mapping) -> list[dict]:
 
 
 def _snapshot_ids(snapshots: Sequence) -> list[dict]:
-    """Per disk: the blob URL (no SAS), the snapshot time and the snapshot's URL, for later jobs."""
+    """Per disk, for later jobs: a page blob's URL (no SAS), the snapshot time and the snapshot's
+    URL; a managed disk's resource ID and its snapshot's."""
     ids = []
     for entry in snapshots or []:
-        blob_url = entry.get("blob_url")
-        stamp = entry.get("snapshot")
-        ids.append(
-            {
-                "blob_url": blob_url,
-                "snapshot": stamp,
-                "snapshot_url": f"{blob_url}?snapshot={stamp}" if blob_url and stamp else None,
-                "ok": bool(entry.get("ok")),
-                "error": entry.get("error"),
-            }
-        )
+        if "disk_id" in entry:
+            ids.append({key: entry.get(key) for key in ("disk_id", "snapshot_id")})
+        else:
+            blob_url = entry.get("blob_url")
+            stamp = entry.get("snapshot")
+            ids.append(
+                {
+                    "blob_url": blob_url,
+                    "snapshot": stamp,
+                    "snapshot_url": f"{blob_url}?snapshot={stamp}" if blob_url and stamp else None,
+                }
+            )
+        ids[-1].update(ok=bool(entry.get("ok")), error=entry.get("error"))
     return ids
 
 
@@ -181,7 +235,7 @@ def host_result(
         "check_mode": bool(check_mode),
         "changed": ran and bool(out.get("changed")),
         "consistency": consistency,
-        "status_code": _int_or_none(out.get("status_code", failure.get("status_code"))),
+        "status_code": int_or_none(out.get("status_code", failure.get("status_code"))),
         "status_name": out.get("status_name") or failure.get("status_name") or None,
         "message": message,
         "reason": "; ".join([message, *disk_errors]),
@@ -205,7 +259,7 @@ def _outcome(result: Mapping) -> str:
     if result.get("failed"):
         return "failed"
     if not result.get("ran"):
-        return "not run"
+        return "check mode" if result.get("check_mode") else "not run"
     if result.get("meets_policy"):
         return "ok"
     return f"below {result.get('required_consistency')}"
@@ -219,7 +273,7 @@ def snapshot_fleet(results: Mapping[str, Any]) -> dict:
         snapshots = list(result.get("snapshots") or [])
         hosts[host] = {
             "consistency": result.get("consistency") or NONE,
-            "status_code": _int_or_none(result.get("status_code")),
+            "status_code": int_or_none(result.get("status_code")),
             "status_name": result.get("status_name") or None,
             "message": result.get("message") or "No result: unreachable, or not run yet.",
             "reason": result.get("reason")
@@ -229,7 +283,7 @@ def snapshot_fleet(results: Mapping[str, Any]) -> dict:
             "snapshots_taken": sum(1 for s in snapshots if s.get("ok")),
             "snapshots_total": len(snapshots),
             "snapshots": [
-                {k: s.get(k) for k in ("blob_url", "snapshot", "snapshot_url", "ok")}
+                {key: value for key, value in s.items() if key in _SNAPSHOT_ROW_KEYS}
                 for s in snapshots
             ],
             "script_notes": list(result.get("script_notes") or []),
@@ -274,7 +328,8 @@ def snapshot_fleet_lines(fleet: Mapping) -> list[str]:
                 outcome,
             )
         )
-        if outcome != "ok":
+        # Why, for every host short of the policy or of application consistency.
+        if outcome != "ok" or row.get("consistency") != APPLICATION:
             lines.append(f"  {host}: {row.get('reason') or row.get('message')}")
         for note in row.get("script_notes") or []:
             code = "timed out" if note.get("timed_out") else f"exit {note.get('exit_code')}"
@@ -291,6 +346,63 @@ def snapshot_fleet_lines(fleet: Mapping) -> list[str]:
     return lines
 
 
+def configure_fleet(results: Mapping[str, Any]) -> dict:
+    """The configure playbook's summary from every targeted host's `configure_prepost_result`
+    (empty for a host that was unreachable or failed before its configuration was checked)."""
+    hosts = {}
+    for host, result in results.items():
+        if not isinstance(result, Mapping) or not result:
+            hosts[host] = {
+                "result": "no result",
+                "consistency": "unknown",
+                "message": "No result: the host was unreachable, or failed before its"
+                " configuration was checked.",
+            }
+            continue
+        changed = result.get("changed")
+        hosts[host] = {
+            "result": "changed" if changed is True or str(changed).lower() == "true" else "ok",
+            "consistency": result.get("consistency"),
+            "status_code": int_or_none(result.get("status_code")),
+            "status_name": result.get("status_name"),
+            "message": result.get("message"),
+        }
+    rows = list(hosts.values())
+    return {
+        "hosts": hosts,
+        "total": len(rows),
+        "application": sum(1 for row in rows if row["consistency"] == APPLICATION),
+        "no_result": sum(1 for row in rows if row["result"] == "no result"),
+    }
+
+
+def configure_fleet_line(fleet: Mapping) -> str:
+    silent = [host for host, row in fleet.get("hosts", {}).items() if row["result"] == "no result"]
+    return (
+        f"{fleet.get('application', 0)} of {fleet.get('total', 0)} hosts would get an"
+        f" application-consistent snapshot; {len(silent)} gave no result"
+        + (f": {', '.join(silent)}." if silent else ".")
+    )
+
+
+def preflight_result(info: Any, required: str) -> dict:
+    """One host's preflight record from prepost_info's result, or the rescued failure
+    (``{"failed": true, "msg": ...}``)."""
+    info = dict(info) if isinstance(info, Mapping) else {}
+    failed = bool(info.get("failed"))
+    consistency = info.get("consistency") or NONE
+    return {
+        "failed": failed,
+        "configured": bool(info.get("configured")),
+        "consistency": consistency,
+        "status_code": int_or_none(info.get("status_code")),
+        "status_name": info.get("status_name") or None,
+        "status_aliases": list(info.get("status_aliases") or []),
+        "message": info.get("message") or info.get("msg") or "The check failed without a message.",
+        "meets_policy": not failed and meets(consistency, required),
+    }
+
+
 def preflight_fleet(results: Mapping[str, Any]) -> dict:
     """The preflight table's data from every host's `snapshot_preflight`."""
     hosts = {}
@@ -299,7 +411,7 @@ def preflight_fleet(results: Mapping[str, Any]) -> dict:
         consistency = result.get("consistency") or NONE
         hosts[host] = {
             "consistency": consistency,
-            "status_code": _int_or_none(result.get("status_code")),
+            "status_code": int_or_none(result.get("status_code")),
             "status_name": result.get("status_name") or None,
             "message": result.get("message") or "No result: the host is unreachable.",
             "application_consistent": consistency == APPLICATION,

@@ -26,6 +26,7 @@ import stat
 from dataclasses import dataclass, field
 from typing import Any
 
+from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._consistency import RANK
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._prepost_config import (
     parse_host_config,
     parse_plugin_config,
@@ -60,7 +61,6 @@ _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_
 _MAX_LINK_HOPS = 40
 # Larger or binary content gets a checksum line in the diff instead of the text.
 MAX_DIFF_BYTES = 256 * 1024
-RANKS = {"none": 0, "crash": 1, "filesystem": 2, "application": 3}
 
 
 class ApplyError(Exception):
@@ -533,4 +533,4 @@ def summary(todo: Plan) -> list[str]:
 def meets(consistency: str, required: str | None) -> bool | None:
     if not required:
         return None
-    return RANKS.get(consistency, 0) >= RANKS[required]
+    return RANK.get(consistency, 0) >= RANK[required]

@@ -9,7 +9,11 @@ import pytest
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.appconsistent.vmsnapshot.plugins.filter.fleet import FilterModule
-from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils import _fleet
+from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils import (
+    _consistency,
+    _fleet,
+    _prepost_apply,
+)
 
 F = FilterModule().filters()
 SAS = "https://acct.blob.core.windows.net/disks/d{}.vhd?sv=2021&sig=SECRET{}%2B"
@@ -252,4 +256,166 @@ def test_preflight_fleet_and_lines():
 
 
 def test_rank_table_has_one_home():
-    assert _fleet.RANK == {"none": 0, "crash": 1, "filesystem": 2, "application": 3}
+    # The filters and the prepost module read _consistency's table.
+    assert _fleet.RANK is _consistency.RANK is _prepost_apply.RANK
+    assert _consistency.RANK == {"none": 0, "crash": 1, "filesystem": 2, "application": 3}
+
+
+def test_preflight_result_from_prepost_info_and_from_a_failure():
+    info = {
+        "changed": False,
+        "configured": True,
+        "consistency": "filesystem",
+        "status_code": "306",  # text before ansible-core 2.19
+        "status_name": "FailedPrepostPreScriptPermissionError",
+        "status_aliases": ["x"],
+        "message": "mode 0755",
+    }
+    result = F["preflight_result"](info, "filesystem")
+    assert result == {
+        "failed": False,
+        "configured": True,
+        "consistency": "filesystem",
+        "status_code": 306,
+        "status_name": "FailedPrepostPreScriptPermissionError",
+        "status_aliases": ["x"],
+        "message": "mode 0755",
+        "meets_policy": True,
+    }
+    assert not F["preflight_result"](info, "application")["meets_policy"]
+    failed = F["preflight_result"]({"failed": True, "msg": "no python"}, "none")
+    assert failed["failed"] and not failed["meets_policy"]
+    assert failed["consistency"] == "none" and failed["message"] == "no python"
+    assert failed["status_code"] is None
+
+
+def test_preflight_fleet_reads_the_fact_it_is_told():
+    hostvars = {"a": {"configure_prepost_preflight": {"consistency": "application"}}}
+    fleet = F["preflight_fleet"](hostvars, ["a"], "configure_prepost_preflight")
+    assert fleet["application"] == 1
+    assert F["preflight_fleet"](hostvars, ["a"])["application"] == 0
+
+
+DISK_ID = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/disks/{}"
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        [DISK_ID.format("os"), {"id": DISK_ID.format("data")}],
+        f"{DISK_ID.format('os')}, {DISK_ID.format('data')}",
+        json.dumps([DISK_ID.format("os"), {"id": DISK_ID.format("data")}]),
+    ],
+    ids=["list", "comma", "json"],
+)
+def test_managed_disk_list_accepts_ids_and_dicts_in_every_shape(shape):
+    assert F["managed_disk_list"](shape) == [
+        {"id": DISK_ID.format("os")},
+        {"id": DISK_ID.format("data")},
+    ]
+
+
+def test_managed_disk_list_gives_the_roles_defaults_to_entries_without_their_own():
+    disks = [
+        DISK_ID.format("os"),
+        {
+            "id": DISK_ID.format("data"),
+            "snapshot_resource_group": "rg-own",
+            "snapshot_name": "{disk}-own",
+            "tags": {"tier": "data", "job": "mine"},
+        },
+    ]
+    assert F["managed_disk_list"](disks, "rg-snap", "{disk}-{task_id}", {"job": "nightly"}) == [
+        {
+            "id": DISK_ID.format("os"),
+            "snapshot_resource_group": "rg-snap",
+            "snapshot_name": "{disk}-{task_id}",
+            "tags": {"job": "nightly"},
+        },
+        {
+            "id": DISK_ID.format("data"),
+            "snapshot_resource_group": "rg-own",
+            "snapshot_name": "{disk}-own",
+            "tags": {"job": "mine", "tier": "data"},
+        },
+    ]
+    assert F["managed_disk_list"]([], "rg", "n", {"a": "b"}) == []
+    assert F["managed_disk_list"]("") == [] and F["managed_disk_list"](None) == []
+
+
+@pytest.mark.parametrize(
+    ("shape", "match"),
+    [
+        ({"id": "x"}, r"snapshot_managed_disks must be a list of resource IDs or dicts"),
+        (
+            [{"name": "x"}],
+            r"snapshot_managed_disks\[0\] must be a resource ID or a dict with an id",
+        ),
+        ([5], r"snapshot_managed_disks\[0\] must be a resource ID"),
+        (
+            [{"id": "x", "snapshot_rg": "y"}],
+            r"snapshot_managed_disks\[0\] has unknown keys snapshot_rg",
+        ),
+        ([{"id": "x", "tags": "a=b"}], r"snapshot_managed_disks\[0\].tags must be a dict"),
+        ('["x"', "not a JSON list"),
+    ],
+)
+def test_managed_disk_list_errors_name_the_variable(shape, match):
+    with pytest.raises(AnsibleFilterError, match=match):
+        F["managed_disk_list"](shape)
+    with pytest.raises(AnsibleFilterError, match="snapshot_managed_snapshot_tags must be a dict"):
+        F["managed_disk_list"]([], "", "", "a=b")
+
+
+def test_host_result_and_summary_of_managed_disks_carry_resource_ids():
+    run = _run()
+    run["snapshots"] = [
+        {
+            "disk_id": DISK_ID.format("os"),
+            "snapshot_id": DISK_ID.format("os").replace("/disks/", "/snapshots/") + "-t1",
+            "ok": True,
+            "error": None,
+            "provisioning_state": "Succeeded",
+        },
+        {"disk_id": DISK_ID.format("data"), "snapshot_id": None, "ok": False, "error": "HTTP 409"},
+    ]
+    result = F["snapshot_host_result"](run, {}, "filesystem", False, "vm1")
+    assert result["snapshots"][0] == {
+        "disk_id": DISK_ID.format("os"),
+        "snapshot_id": DISK_ID.format("os").replace("/disks/", "/snapshots/") + "-t1",
+        "ok": True,
+        "error": None,
+    }
+    assert "disk 1: HTTP 409" in result["reason"]
+    row = F["snapshot_fleet"]({"vm1": {"snapshot_result": result}}, ["vm1"])["hosts"]["vm1"]
+    assert row["snapshots"][0] == {
+        "disk_id": DISK_ID.format("os"),
+        "snapshot_id": DISK_ID.format("os").replace("/disks/", "/snapshots/") + "-t1",
+        "ok": True,
+    }
+    assert (row["snapshots_taken"], row["snapshots_total"]) == (1, 2)
+
+
+def test_configure_fleet_names_the_hosts_without_a_result():
+    hostvars = {
+        "a": {"configure_prepost_result": {"changed": "True", "consistency": "application",
+                                           "status_code": "0", "status_name": "success",
+                                           "message": "ok"}},
+        "b": {"configure_prepost_result": {"changed": False, "consistency": "filesystem",
+                                           "status_code": 306, "message": "mode"}},
+        "c": {},
+    }  # fmt: skip
+    fleet = F["configure_fleet"](hostvars, ["a", "b", "c", "d"])
+    assert [fleet["hosts"][h]["result"] for h in "abcd"] == [
+        "changed",
+        "ok",
+        "no result",
+        "no result",
+    ]
+    assert fleet["hosts"]["a"]["status_code"] == 0
+    assert (fleet["total"], fleet["application"], fleet["no_result"]) == (4, 1, 2)
+    assert F["configure_fleet_line"](fleet) == (
+        "1 of 4 hosts would get an application-consistent snapshot; 2 gave no result: c, d."
+    )
+    whole = F["configure_fleet"](hostvars, ["a"])
+    assert F["configure_fleet_line"](whole).endswith("; 0 gave no result.")
