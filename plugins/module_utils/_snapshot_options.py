@@ -4,8 +4,9 @@
 # Private to the appconsistent.vmsnapshot collection: not a public API.
 """The snapshot module's options, checked and turned into a SnapshotRequest.
 
-Either plain `disks` or the extension settings as Azure sends them; explicit options win over
-what the settings carry. Every error names the option and never shows a SAS signature.
+Either plain `disks` (a list, one comma-separated string or a JSON-string list) or the extension
+settings as Azure sends them; explicit options win over what the settings carry. Every error
+names the option and never shows a SAS signature.
 
 Everything is refused here, before the run takes the host lock, that could only fail later:
 strings that are not valid text (a lone surrogate that JSON can spell, in any option or in the
@@ -18,6 +19,10 @@ from __future__ import annotations
 import math
 import os
 
+from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._fleet import (
+    FleetInputError,
+    uri_list,
+)
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._prepost_config import (
     unencodable,
 )
@@ -40,6 +45,15 @@ MAX_SNAPSHOT_TIMEOUT = 600.0
 
 def _bad(message: str) -> VmSnapshotError:
     return VmSnapshotError(Status.error_parameter, message)
+
+
+def _disk_uris(value: object) -> list[str]:
+    """`disks` in any shape a survey or a credential gives: a list, one comma-separated string
+    or a JSON-string list (the option is raw, so that no_log masks the value as it came)."""
+    try:
+        return uri_list(value, "disks")
+    except FleetInputError as exc:
+        raise _bad(f"{exc}.") from None
 
 
 def _metadata(value: dict) -> dict[str, str]:
@@ -67,7 +81,7 @@ def request_from_params(params: dict) -> SnapshotRequest:
     else:
         disks = [
             parse_sas_uri(uri, what=f"disks[{index}]")
-            for index, uri in enumerate(params["disks"] or [])
+            for index, uri in enumerate(_disk_uris(params["disks"]))
         ]
     if not disks and not params.get("managed_disks"):
         raise _bad("No disk to snapshot: give at least one blob SAS URI or managed disk.")

@@ -79,9 +79,11 @@ options:
   disks:
     description:
       - Blob SAS URIs, one per disk, each allowing read and write on its page blob.
+      - A list, one comma-separated string, or a JSON list in a string (what an AWX survey or a
+        credential injector delivers); in every shape the value is masked wherever Ansible
+        echoes the module's arguments, C(-vvv) included.
       - Mutually exclusive with O(settings) and O(protected_settings).
-    type: list
-    elements: str
+    type: raw
   settings:
     description:
       - The extension's public settings as Azure passes them - C(taskId),
@@ -345,7 +347,8 @@ def _interrupt_once(signum: int, _frame: object) -> None:
 def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
-            disks=dict(type="list", elements="str", no_log=True),
+            # raw: parsed by _snapshot_options, so that no_log masks the value as it came
+            disks=dict(type="raw", no_log=True),
             settings=dict(type="dict", no_log=True),
             protected_settings=dict(type="dict", no_log=True),
             config_path=dict(type="path", default=DEFAULT_CONFIG_PATH),

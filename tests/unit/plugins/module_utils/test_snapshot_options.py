@@ -90,3 +90,38 @@ def test_bad_options_name_the_option_and_hide_the_signature(overrides, needle):
     assert caught.value.status == Status.error_parameter
     assert needle in caught.value.message
     assert SIG not in caught.value.message
+
+
+DISK1 = DISK.replace("disk0", "disk1")
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [[DISK, DISK1], f"{DISK},{DISK1}", f" {DISK} , {DISK1} ", json.dumps([DISK, DISK1])],
+    ids=["list", "comma-separated", "comma-and-blanks", "json-string"],
+)
+def test_disks_in_every_survey_shape(shape):
+    request = request_from_params(params(disks=shape))
+    assert [d.blob_url for d in request.disks] == [
+        DISK.split("?", maxsplit=1)[0],
+        DISK1.split("?", maxsplit=1)[0],
+    ]
+
+
+@pytest.mark.parametrize(
+    ("shape", "needle"),
+    [
+        (f'["{DISK}"', "disks starts with '[' but is not a JSON list"),
+        ({"a": DISK}, "disks must be a list of URIs"),
+        ([DISK, 5], "disks[1] must be a string"),
+        ("", "No disk"),
+        ("[]", "No disk"),
+    ],
+    ids=["broken-json", "dict", "not-a-string", "empty", "empty-json"],
+)
+def test_disks_of_a_wrong_shape_are_refused_without_the_signature(shape, needle):
+    with pytest.raises(VmSnapshotError) as caught:
+        request_from_params(params(disks=shape))
+    assert caught.value.status == Status.error_parameter
+    assert needle in caught.value.message
+    assert SIG not in caught.value.message
