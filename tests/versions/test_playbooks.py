@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -179,3 +180,102 @@ def test_survey_typos_fail_the_job_naming_the_variable(tmp_path, extra_vars, nam
     else:
         assert "PLAY [Take application-consistent snapshots]" not in done.stdout, text
     assert "sig=x" not in text
+
+
+def test_snapshot_playbook_with_managed_disks_and_a_token(tmp_path, arm_standin, loop_ext4):
+    """The role hands managed disks and its identity options to the module: incremental snapshots
+    on the Resource Manager stand-in (Azure itself is not reached), with the token an AWX
+    credential would inject; at -vvv the token appears nowhere."""
+    tag = f"v{time.monotonic_ns()}"
+    disk_ids = [
+        arm_standin.add_disk(f"{tag}-{name}", size_bytes=64 * 1024) for name in ("os", "data")
+    ]
+    token = arm_standin.token("awx-credential")
+    snapshot = {
+        "target_hosts": "localhost",
+        "vmsnapshot_become": False,
+        # No configuration: file-system consistent (313), which this job requires.
+        "snapshot_config_path": str(tmp_path / "absent.json"),
+        # One of each shape: a resource ID and a dict with its own tags.
+        "snapshot_managed_disks": [disk_ids[0], {"id": disk_ids[1], "tags": {"tier": "data"}}],
+        "snapshot_managed_snapshot_name": "{disk}-{task_id}",
+        "snapshot_managed_snapshot_tags": {"job": "versions"},
+        "snapshot_task_id": tag,
+        "snapshot_access_token": token,
+        "snapshot_arm_endpoint": arm_standin.arm_endpoint,
+        "snapshot_imds_endpoint": arm_standin.imds_endpoint,
+        "snapshot_arm_ca_path": arm_standin.ca_file,
+        "snapshot_freeze_mounts": [loop_ext4.mount_point],
+        "snapshot_max_freeze_seconds": 20,
+        "snapshot_log_dir": str(tmp_path / "log"),
+        "snapshot_state_dir": str(tmp_path / "state"),
+        "snapshot_required_consistency": "filesystem",
+    }
+    deadline = time.monotonic() + 180
+    while True:
+        done = ansible_playbook("appconsistent.vmsnapshot.snapshot", snapshot, tmp_path, "-vvv")
+        if "holds the host lock" not in done.stdout or time.monotonic() > deadline:
+            break
+        time.sleep(3)
+    text = output(done)
+    assert done.returncode == 0, text
+    assert "1 of 1 hosts ok; application 0, filesystem 1, crash 0, none 0" in done.stdout, text
+    # The token, or any of its three parts, in no output (-vvv echoes the module's arguments).
+    for part in [token, *token.split(".")]:
+        assert part not in text
+    assert "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER" in done.stdout
+    # The token was used, not the VM's identity, and Resource Manager holds both snapshots.
+    assert not any("/metadata/identity" in r["path"] for r in arm_standin.requests())
+    for disk_id in disk_ids:
+        name = disk_id.rsplit("/", 1)[1]
+        snapshot_id = f"{disk_id.replace('/disks/', '/snapshots/')}-{tag}"
+        assert snapshot_id.endswith(f"/snapshots/{name}-{tag}")
+        resource = arm_standin.backing(snapshot_id)["resource"]
+        assert resource["properties"]["incremental"] is True
+        assert resource["tags"]["job"] == "versions"
+        assert resource["tags"]["appconsistentLevel"] == "filesystem"
+        # The summary for AWX names the snapshot, for a restore node of the workflow.
+        assert snapshot_id in done.stdout.split("CUSTOM STATS")[1], text
+    assert (
+        arm_standin.backing(f"{disk_ids[1].replace('/disks/', '/snapshots/')}-{tag}")["resource"][
+            "tags"
+        ]["tier"]
+        == "data"
+    )
+
+
+def test_restore_playbook_publishes_why_when_its_input_is_refused(tmp_path):
+    done = ansible_playbook(
+        "appconsistent.vmsnapshot.restore",
+        {"target_hosts": "localhost", "restore_disks": "https://a/b?sig=x"},
+        tmp_path,
+    )
+    text = output(done)
+    assert done.returncode != 0, text
+    stats = done.stdout.split("CUSTOM STATS", 1)[1]
+    assert "restore_errors" in stats and "restore_disks must be a list" in stats, text
+    assert "Restore each disk from its snapshot] *" not in done.stdout, text
+    assert "sig=x" not in text
+
+
+def test_restore_point_playbook_publishes_why_when_its_input_is_refused(tmp_path):
+    done = ansible_playbook(
+        "appconsistent.vmsnapshot.restore_point",
+        {
+            "target_hosts": "localhost",
+            "vmsnapshot_become": False,
+            "restore_point_resource_group": "rg",
+            "snapshot_required_consistency": "app",
+        },
+        tmp_path,
+    )
+    text = output(done)
+    assert done.returncode != 0, text
+    stats = done.stdout.split("CUSTOM STATS", 1)[1]
+    assert (
+        "restore_point_fleet" in stats and "snapshot_required_consistency must be one of" in stats
+    )
+    # Azure was never asked: the module's task was skipped.
+    assert re.search(
+        r"Create the restore point of this VM \(on the controller\)\] \*+\nskipping: ", done.stdout
+    ), text
