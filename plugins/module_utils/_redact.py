@@ -21,12 +21,17 @@ API (also for other module_utils, e.g. bearer tokens of Resource Manager calls):
 Register a bearer token as soon as it is received (``register(token)``), before it is used or
 logged; values shorter than ``MIN_SECRET_LENGTH`` are ignored (they would blank common words).
 
-Spellings matched for each registered value, also mixed within one value: raw; percent-encoded
-any number of times, upper- or lower-case hex; ``+`` or ``%20`` for a blank; JSON ``\\u00XX``
-escapes and ``\\/`` (behind any number of backslashes); HTML ``&#NN;``, ``&#xNN;``, ``&amp;``,
-``&lt;``, ``&gt;``, ``&quot;`` (also ``&amp;#61;``); base64 and URL-safe base64 of the value and
-of any text containing it (3 alignments); and any run of base64 or percent-encoded characters
-that holds 12 consecutive characters of a registered signature (a value cut short).
+Spellings matched for each registered value, also mixed within one value, in any letter case:
+raw; percent-encoded any number of times, upper- or lower-case hex, also ``%u00XX``; ``+`` or
+``%20`` for a blank, and a blank in any spelling for ``+`` (a form decoder's work); ``-`` and
+``_`` for ``+`` and ``/`` (base64url); the ``=`` padding left off; JSON ``\\u00XX``, C ``\\xXX``
+and ``\\U000000XX`` escapes, and a backslash (in any spelling) before any character that is not
+a letter or digit; HTML ``&#NN;``, ``&#xNN;`` (the ``;`` optional), ``&amp;``, ``&lt;``,
+``&gt;``, ``&quot;`` (also ``&amp;#61;``); quoted-printable ``=XX``; base64 and URL-safe base64
+of the value and of any text containing it (3 alignments). Besides, any run of base64 or
+encoded characters that, decoded, holds 12 consecutive characters of a registered value (a
+value cut short) or that is itself a piece of 8 or more characters of one (a value split across
+two lines or two headers) is redacted.
 
 Everything here is compiled when a secret is registered, never while filesystems are frozen.
 """
@@ -44,22 +49,38 @@ REDACTED = "REDACTED"
 MIN_SECRET_LENGTH = 6
 # A run of at least this many characters of a registered value counts as a leak of it.
 FRAGMENT_LENGTH = 12
+# A whole run (between characters that cannot belong to a secret) this long that is a piece of
+# a registered value is a leak too: what is left of a value split across lines or headers.
+PIECE_LENGTH = 8
 # Values up to this long (signatures, keys, tokens) are matched even with every character
 # encoded; in longer ones (query strings) letters and digits are matched as they are.
 _FULL_SPELLING_LENGTH = 128
 
+# Every repetition in the patterns below is bounded: an unbounded one (a run of 64 KiB of
+# backslashes in an error body) costs quadratic time or worse, with the GIL held.
+
 # --- the pattern-based fallback: secrets nobody registered ------------------------------------
 
-# "sig" in any spelling: s/i/g raw or percent-encoded (%73ig), any case.
-_SIG_NAME = r"(?:s|%(?:25)*7[3])(?:i|%(?:25)*6[9])(?:g|%(?:25)*6[7])"
-# What separates a name from its value: =, %3D (any depth), \u003d, &#61;, &#x3d;, ": ", ":".
+
+def _letter(char: str) -> str:
+    """A letter of a parameter name as a server may spell it (any case, see _FALLBACK)."""
+    code = ord(char)
+    return (
+        rf"(?:{char}|%(?:25){{0,3}}{code:02x}|%u00{code:02x}|\\{{1,8}}(?:u00|x){code:02x}"
+        rf"|&(?:amp;){{0,3}}#0{{0,4}}{code};?|&(?:amp;){{0,3}}#x0{{0,4}}{code:02x};?)"
+    )
+
+
+# "sig" in any spelling: each letter raw, percent-encoded (%73ig), JSON- or HTML-escaped, any case.
+_SIG_NAME = "".join(_letter(char) for char in "sig")
+# What separates a name from its value: =, %3D (any depth), \u003d, \x3d, &#61;, &#x3d;, ": ".
 _SEPARATOR = (
-    r"(?:\s*=\s*|%(?:25)*3d|\\+u003d|&(?:amp;)*#0*61;|&(?:amp;)*#x0*3d;"
-    r"|\"?\s*:\s*\"?|\s*\\+\"\s*:\s*\\+\")"
+    r"(?:\s*=\s*|%(?:25){0,3}3d|%u003d|\\{1,8}(?:u00|x)3d|&(?:amp;){0,3}#0{0,4}61;?|&(?:amp;){0,3}#x0{0,4}3d;?"
+    r"|\"?\s*:\s*\"?|\s*\\{1,8}\"\s*:\s*\\{1,8}\")"
 )
 # A value ends at the first character that cannot belong to it; escaped slashes and numeric
 # HTML entities (other than &) can.
-_VALUE = r"(?:\\+/|&(?:amp;)*#(?!0*38;|x0*26;)x?[0-9a-f]+;|[^&\s\"'<>\\,;)\]}])+"
+_VALUE = r"(?:\\{1,8}/|&(?:amp;){0,3}#(?!0{0,4}38;|x0{0,4}26;)x?[0-9a-f]+;|[^&\s\"'<>\\,;)\]}])+"
 _FALLBACK: tuple[tuple[Pattern[str], str], ...] = (
     (
         re.compile(
@@ -77,8 +98,18 @@ _FALLBACK: tuple[tuple[Pattern[str], str], ...] = (
 )
 
 # A run that may hold a piece of a signature, in any of its spellings.
-_RUN = re.compile(r"(?:[A-Za-z0-9+/=_-]|%(?:25)*[0-9A-Fa-f]{2}|\\+/|\\+u00[0-9A-Fa-f]{2}){12,}")
-_JSON_ESCAPE = re.compile(r"\\+u00([0-9A-Fa-f]{2})|\\+(/)")
+_RUN = re.compile(
+    r"(?:[A-Za-z0-9+/=_-]|%(?:25){0,3}[0-9A-Fa-f]{2}|%u00[0-9A-Fa-f]{2}|\\{1,8}/"
+    r"|\\{1,8}(?:u00|x|U000000)[0-9A-Fa-f]{2}|&(?:amp;){0,3}#(?:[0-9]{1,7}|[xX][0-9A-Fa-f]{1,6});?)"
+    rf"{{{PIECE_LENGTH},}}"
+)
+_ESCAPE = re.compile(
+    r"\\{1,8}(?:u00|x|U000000)([0-9A-Fa-f]{2})|%u00([0-9A-Fa-f]{2})|\\{1,8}(/)"
+    r"|&#(?:([0-9]{1,7})|[xX]([0-9A-Fa-f]{1,6}));?|&(amp|lt|gt|quot|apos);"
+)
+_NAMED_CHARS = {"amp": "&", "lt": "<", "gt": ">", "quot": '"', "apos": "'"}
+# base64url and a form decoder's blank, folded into base64 to compare pieces.
+_FOLD = str.maketrans({"-": "+", "_": "/", " ": "+"})
 
 _HTML_NAMED = {"&": "amp", "<": "lt", ">": "gt", '"': "quot", "'": "apos"}
 
@@ -87,27 +118,37 @@ def _hex_class(code: int) -> str:
     return "".join(f"[{d.upper()}{d.lower()}]" if d.isalpha() else d for d in f"{code:02X}")
 
 
-def _char_pattern(char: str) -> str:
-    """Every spelling of one character: raw, %XX (any depth), \\u00XX, &#NN;, &#xNN;, ..."""
-    alternatives = [re.escape(char)]
+def _encoded(char: str) -> list[str]:
+    """The escaped spellings of one character: %XX (any depth), \\u00XX, \\xXX, &#NN;, ..."""
     code = ord(char)
-    if code < 0x100:
-        hexa = _hex_class(code)
-        alternatives += [
-            f"%(?:25)*{hexa}",
-            rf"\\+u00{hexa}",
-            f"&(?:amp;)*#0*{code};",
-            f"&(?:amp;)*#[xX]0*{hexa};",
-        ]
+    if code >= 0x100:
+        return []
+    hexa = _hex_class(code)
+    spellings = [
+        f"%(?:25){{0,3}}{hexa}",
+        f"%u00{hexa}",
+        rf"\\{{1,8}}(?:u00|x|U000000){hexa}",
+        f"&(?:amp;){{0,3}}#0{{0,4}}{code};?",
+        f"&(?:amp;){{0,3}}#x0{{0,4}}{hexa};?",
+        f"=(?:3D){{0,3}}{hexa}",  # quoted-printable
+    ]
     if char in _HTML_NAMED:
-        alternatives.append(f"&(?:amp;)*{_HTML_NAMED[char]};")
-    if char in '/"\\':
-        alternatives.append(r"\\+" + re.escape(char))
-    if char == " ":
-        alternatives.append(r"\+")
-    if char == "+":
-        alternatives.append(" ")  # a form decoder turned it into a blank
-    return "(?:" + "|".join(alternatives) + ")"
+        spellings.append(f"&(?:amp;){{0,3}}{_HTML_NAMED[char]};")
+    return spellings
+
+
+# A backslash in any spelling, as it may stand before an escaped character (\\/, &#92;/).
+_BACKSLASH = "(?:" + "|".join([r"\\{1,8}", *_encoded("\\")]) + ")?"
+# What else a character may have become: a form decoder's blank for "+", base64url's - and _.
+_STAND_INS = {"+": [" ", *_encoded(" "), "-"], "/": ["_"], " ": [r"\+"]}
+
+
+def _char_pattern(char: str) -> str:
+    """Every spelling of one character: raw, encoded, escaped, what stands in for it."""
+    # The raw character last: "=" must not end a match that "=3D" would carry on.
+    alternatives = [*_encoded(char), *_STAND_INS.get(char, []), re.escape(char)]
+    pattern = "(?:" + "|".join(alternatives) + ")"
+    return pattern if char.isalnum() else _BACKSLASH + pattern
 
 
 def _light_pattern(char: str) -> str:
@@ -132,8 +173,12 @@ class _Registry:
         self._lock = threading.Lock()
         self._values: list[str] = []
         # One compiled pattern per value, longest value first: registering compiles one value.
-        self._patterns: tuple[tuple[int, Pattern[str]], ...] = ()
+        # (whole, length, pattern): secrets themselves (whole=False) are redacted before the
+        # fallback patterns, texts that hold public parts too (a query) after them.
+        self._patterns: tuple[tuple[bool, int, Pattern[str]], ...] = ()
         self._fragments: frozenset[str] = frozenset()
+        # The folded values whose pieces count (see PIECE_LENGTH).
+        self._pieces: tuple[str, ...] = ()
 
     def register(self, value: str, fragments: bool) -> None:
         if not isinstance(value, str) or len(value.strip()) < MIN_SECRET_LENGTH:
@@ -145,42 +190,73 @@ class _Registry:
             # A long value (a whole query string) keeps its letters and digits literal: its
             # pattern would otherwise cost tens of milliseconds to compile.
             spell = _char_pattern if len(value) <= _FULL_SPELLING_LENGTH else _light_pattern
-            spellings = ["".join(spell(char) for char in value)]
+            body = value.rstrip("=")
+            padding = "".join(f"(?:{spell(char)})?" for char in value[len(body) :])
+            spellings = ["".join(spell(char) for char in body) + padding]
             spellings += [re.escape(piece) for piece in _base64_variants(value)]
-            pattern = re.compile("|".join(spellings))
+            # Any letter case: a server or a proxy that upper-cases what it echoes still leaks.
+            pattern = re.compile("|".join(spellings), re.IGNORECASE)
             self._patterns = tuple(
-                sorted((*self._patterns, (len(value), pattern)), key=lambda item: -item[0])
+                sorted(
+                    (*self._patterns, (not fragments, len(value), pattern)),
+                    key=lambda item: -item[1],
+                )
             )
             if fragments:
-                grams = {value[i : i + FRAGMENT_LENGTH] for i in range(len(value))}
+                folded = _folded(value)
+                grams = {folded[i : i + FRAGMENT_LENGTH] for i in range(len(folded))}
                 self._fragments = self._fragments | {g for g in grams if len(g) == FRAGMENT_LENGTH}
+                self._pieces = (*self._pieces, folded)
 
-    def scrub(self, text: str) -> str:
-        patterns, fragments = self._patterns, self._fragments
-        for _length, pattern in patterns:
-            text = pattern.sub(REDACTED, text)
+    def scrub_values(self, text: str, *, whole: bool) -> str:
+        for is_whole, _length, pattern in self._patterns:
+            if is_whole == whole:
+                text = pattern.sub(REDACTED, text)
+        return text
+
+    def scrub_runs(self, text: str) -> str:
+        """Runs of characters that, decoded, hold a piece of a registered value."""
+        fragments, pieces = self._fragments, self._pieces
         if fragments:
-            text = _RUN.sub(lambda match: _scrub_run(match.group(0), fragments), text)
+            text = _RUN.sub(lambda match: _scrub_run(match.group(0), fragments, pieces), text)
         return text
 
     def clear(self) -> None:
         with self._lock:
             self._values, self._patterns, self._fragments = [], (), frozenset()
+            self._pieces = ()
+
+
+def _folded(text: str) -> str:
+    """Text as pieces of values are compared: lower case, base64url and blanks as base64."""
+    return text.translate(_FOLD).lower()
+
+
+def _unescaped(match: re.Match) -> str:
+    hexa, percent_u, slash, decimal, html_hex, named = match.groups()
+    if slash or named:
+        return slash or _NAMED_CHARS[named]
+    code = int(decimal) if decimal else int(hexa or percent_u or html_hex, 16)
+    return chr(code) if code <= 0x10FFFF else ""
 
 
 def _decoded(run: str) -> str:
-    """A run with its JSON escapes and (up to three levels of) percent-encoding undone."""
-    run = _JSON_ESCAPE.sub(lambda m: m.group(2) or chr(int(m.group(1), 16)), run)
+    """A run with its escapes, HTML entities and (up to three levels of) percent-encoding undone.
+
+    By bounded patterns of our own: html.unescape() fails on an entity of 5000 digits.
+    """
     for _round in range(3):
-        decoded = unquote(run)
+        decoded = unquote(_ESCAPE.sub(_unescaped, run))
         if decoded == run:
             break
         run = decoded
     return run
 
 
-def _scrub_run(run: str, fragments: frozenset[str]) -> str:
-    plain = _decoded(run)
+def _scrub_run(run: str, fragments: frozenset[str], pieces: tuple[str, ...]) -> str:
+    plain = _folded(_decoded(run))
+    if len(plain) >= PIECE_LENGTH and any(plain in value for value in pieces):
+        return REDACTED
     for start in range(len(plain) - FRAGMENT_LENGTH + 1):
         if plain[start : start + FRAGMENT_LENGTH] in fragments:
             return REDACTED
@@ -209,11 +285,14 @@ def scrub(text: str) -> str:
     """Return `text` with every registered secret and every `sig=`-like value redacted."""
     if not isinstance(text, str) or not text:
         return text
-    # The patterns first: a registered value that holds "sig=" must not hide the context they
-    # need (a registered query "sv=1&sig=" would otherwise leave the value after it).
+    # Registered secrets first: a pattern stops a value at a character it cannot hold (a blank
+    # for "+", a "\\U" escape) and would leave the rest in a spelling no value matches then.
+    # Registered whole queries last, so that their public parameters stay readable.
+    text = _REGISTRY.scrub_values(text, whole=False)
     for pattern, replacement in _FALLBACK:
         text = pattern.sub(replacement, text)
-    return _REGISTRY.scrub(text)
+    text = _REGISTRY.scrub_values(text, whole=True)
+    return _REGISTRY.scrub_runs(text)
 
 
 def scrub_obj(obj: Any) -> Any:
