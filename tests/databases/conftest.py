@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import tempfile
 from pathlib import Path
 from typing import Callable
 
 import pytest
 from db_report import table
 
-from harness.azurite import AZURITE_BIN, Azurite, _wait_until_listening
+from harness.azurite import Azurite, start_azurite
 from harness.blobdisk import blob_disk_factory
 
 __all__ = ["blob_disk_factory"]  # the harness fixture, used by the tests here
@@ -33,21 +31,9 @@ def azurite(tmp_path_factory) -> Azurite:
     """Azurite keeping everything in memory: with its default on-disk store it rewrites its
     whole metadata file every 5 s, and a database disk's thousands of page ranges make every
     write to it several times slower (30,000 page writes: 441 s on disk, 52 s in memory)."""
-    location = Path(tempfile.mkdtemp(prefix="azurite-", dir=tmp_path_factory.mktemp("azurite")))
-    log_path = location / "azurite.log"
-    command = [str(AZURITE_BIN), "--blobHost", "127.0.0.1", "--blobPort", "0",
-               "--inMemoryPersistence", "--skipApiVersionCheck", "--loose", "--disableTelemetry",
-               "--silent"]  # fmt: skip
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
-        )
-    server = Azurite("127.0.0.1", 0, location, process.pid, process)
-    try:
-        server.port = _wait_until_listening(process, log_path, "127.0.0.1", 30.0)
-        yield server
-    finally:
-        server.stop()
+    server = start_azurite(tmp_path_factory.mktemp("azurite"), in_memory=True)
+    yield server
+    server.stop()
 
 
 @pytest.fixture

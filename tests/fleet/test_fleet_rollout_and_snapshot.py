@@ -31,7 +31,8 @@ from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._status_d
     parse_status_document,
 )
 from harness.azurite import Azurite
-from harness.fleet import DATA_MOUNT, REGISTRY, Fleet, is_process, running_fleet
+from harness.fleet import DATA_MOUNT, REGISTRY, Fleet, running_fleet
+from harness.records import same_process
 
 HOSTS = 5
 FAILING_PRE = "acvs-h02"  # its pre-script exits 3
@@ -226,7 +227,7 @@ def assert_nothing_left(fleet: Fleet) -> None:
     recorded = [(h.sshd_pid, h.sshd_start) for h in fleet.hosts]
     if fleet.azurite:
         recorded.append((fleet.azurite["pid"], fleet.azurite["start"]))
-    assert not [pid for pid, start in recorded if is_process(pid, start)]
+    assert not [pid for pid, start in recorded if same_process(pid, start)]
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         with contextlib.suppress(OSError):
             assert fleet.base_dir.encode() not in cmdline.read_bytes(), cmdline

@@ -34,18 +34,23 @@ A fault rule: `{"path": regex, "method": "PUT", "status": 429, "code": ..., "mes
 `drop` closes the connection without an answer, `lro: fail` accepts the call and fails its
 operation later; `times` (default: every time) counts the matches it applies to.
 
+Each stand-in is a record of `records.py` (in `<state dir>/armstandin/`): one started by a test
+process is stopped when that process exits or gets SIGTERM/SIGHUP (and stops by itself when its
+owner is gone, even after a SIGKILL); `cleanup` stops those of dead owners.
+
 CLI:
 
     python tests/harness/armstandin.py up --json arm.json --azurite-json azurite.json \
         [--host 127.0.0.1] [--extra-host 10.200.0.1] [--lro-seconds 0.3]
     python tests/harness/armstandin.py down --json arm.json
+    python tests/harness/armstandin.py cleanup [--all]
 
+A stand-in from `up` belongs to no process: `down` or `cleanup` stops it.
 pytest fixture: `arm_standin` (on the session's `azurite`).
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import contextlib
 import json
@@ -75,7 +80,14 @@ if __package__ in (None, ""):  # run as a script: import the harness the way the
 from azure.storage.blob import BlobSasPermissions, BlobServiceClient, generate_blob_sas
 
 from harness.azurite import ACCOUNT, ACCOUNT_KEY
-from harness.records import process_start, same_process
+from harness.records import (
+    Record,
+    Registry,
+    process_start,
+    record_name,
+    same_process,
+    state_dir,
+)
 
 try:
     import pytest
@@ -1040,28 +1052,57 @@ def _admin_token(server: ArmStandin, request: Request, match) -> Response:
 # --- the client side: start, stop, control ---------------------------------------------------
 
 
-@dataclass
-class StandinProcess:
-    """A running stand-in, as the tests and the CLI see it."""
+def records_dir() -> str:
+    return os.path.join(state_dir(), "armstandin")
 
-    state: dict
-    process: subprocess.Popen | None = None
 
-    def __getattr__(self, name: str):
-        try:
-            return self.state[name]
-        except KeyError:
-            raise AttributeError(name) from None
+class StandinProcess(Record):
+    """A running stand-in, as the tests and the CLI see it: what its server reported when it
+    was ready (ports, endpoints, certificate), on record."""
+
+    fields = (
+        "directory",
+        "pid",
+        "pid_start",
+        "host",
+        "extra_hosts",
+        "https_port",
+        "imds_port",
+        "arm_endpoint",
+        "imds_endpoint",
+        "aad_endpoint",
+        "ca_file",
+    )
+    noun = "stand-in"
+    registry = Registry(records_dir)
+    directory: str
+    pid: int | None
+    pid_start: str | None
+    host: str
+    extra_hosts: list[str]
+    https_port: int
+    imds_port: int
+    arm_endpoint: str
+    imds_endpoint: str
+    aad_endpoint: str
+    ca_file: str
+
+    def __init__(self, record: dict, state_file: str | None = None) -> None:
+        super().__init__(record, state_file or record["state_file"])
+        self.process: subprocess.Popen | None = None  # set in the process that started it
+
+    def __str__(self) -> str:
+        return f"stand-in {self.pid} {self.arm_endpoint}"
 
     def _context(self) -> ssl.SSLContext:
-        return ssl.create_default_context(cafile=self.state["ca_file"])
+        return ssl.create_default_context(cafile=self.ca_file)
 
     def call(self, method: str, path: str, body: dict | None = None, *, token: str = ""):
         """(status, JSON body) of one call to the stand-in's HTTPS listener."""
         import http.client
 
         conn = http.client.HTTPSConnection(
-            self.state["host"], self.state["https_port"], context=self._context(), timeout=30
+            self.host, self.https_port, context=self._context(), timeout=30
         )
         headers = {"Content-Type": "application/json"}
         if token:
@@ -1106,9 +1147,8 @@ class StandinProcess:
     def issued_tokens(self) -> list[str]:
         return self._admin("GET", "tokens")["tokens"]
 
-    def stop(self) -> None:
-        """End the server by its PID (checked against its start time)."""
-        pid = self.state["pid"]
+    def teardown(self) -> None:
+        """End the server by its PID (checked against its start time); remove its directory."""
         if self.process is not None:
             if self.process.poll() is None:
                 self.process.terminate()
@@ -1117,17 +1157,20 @@ class StandinProcess:
                 except subprocess.TimeoutExpired:
                     self.process.kill()
                     self.process.wait(STOP_TIMEOUT)
-        elif same_process(pid, self.state.get("pid_start")):
+        elif same_process(self.pid, self.pid_start):
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
+                os.kill(self.pid, signal.SIGTERM)
             deadline = time.monotonic() + STOP_TIMEOUT
-            while same_process(pid, self.state.get("pid_start")):
+            while same_process(self.pid, self.pid_start):
                 if time.monotonic() > deadline:
                     with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
+                        os.kill(self.pid, signal.SIGKILL)
                     break
                 time.sleep(0.05)
-        shutil.rmtree(self.state["directory"], ignore_errors=True)
+        shutil.rmtree(self.directory, ignore_errors=True)
+        self.forget()
+
+    stop = teardown  # the word its users know
 
 
 def start_standin(
@@ -1137,51 +1180,65 @@ def start_standin(
     host: str = "127.0.0.1",
     extra_hosts: tuple = (),
     lro_seconds: float = 0.3,
-    detach: bool = False,
+    owned: bool = True,
 ) -> StandinProcess:
-    """Start the stand-in as its own process (Azurite must run); wait until it listens."""
-    directory = tempfile.mkdtemp(prefix="armstandin-", dir=base_dir)
-    azurite_file = os.path.join(directory, "azurite.json")
-    Path(azurite_file).write_text(json.dumps(azurite_state))
-    ready = os.path.join(directory, "ready.json")
-    command = [
-        sys.executable,
-        os.path.abspath(__file__),
-        "serve",
-        "--directory",
-        directory,
-        "--azurite-json",
-        azurite_file,
-        "--host",
-        host,
-        "--ready",
-        ready,
-        "--lro-seconds",
-        str(lro_seconds),
-    ]
-    for extra in extra_hosts:
-        command += ["--extra-host", extra]
-    if not detach:
-        command += ["--owner-pid", str(os.getpid()), "--owner-start", process_start(os.getpid())]
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
-    with open(os.path.join(directory, "server.log"), "wb") as log:
-        process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=detach,
-            env=env,
-        )
-    deadline = time.monotonic() + READY_TIMEOUT
-    while not os.path.exists(ready):
-        if process.poll() is not None or time.monotonic() > deadline:
-            tail = Path(directory, "server.log").read_text(errors="replace")[-2000:]
-            if process.poll() is None:
-                process.kill()
-            raise RuntimeError(f"the ARM stand-in did not come up: {tail}")
-        time.sleep(0.02)
-    return StandinProcess(json.loads(Path(ready).read_text()), process)
+    """Start the stand-in as its own process (Azurite must run); wait until it listens.
+
+    `owned`: it is stopped when this process exits (and stops by itself once this process is
+    gone); `False` (the CLI's `up`) starts it in its own session and leaves it to `down`/`cleanup`.
+    """
+    directory = StandinProcess.registry.new_directory("armstandin-", str(base_dir))
+    record = {"directory": directory}
+    with StandinProcess.registry.making(record, owned, record_name(directory)) as standin:
+        azurite_file = os.path.join(directory, "azurite.json")
+        Path(azurite_file).write_text(json.dumps(azurite_state))
+        ready = os.path.join(directory, "ready.json")
+        command = [
+            sys.executable,
+            os.path.abspath(__file__),
+            "serve",
+            "--directory",
+            directory,
+            "--azurite-json",
+            azurite_file,
+            "--host",
+            host,
+            "--ready",
+            ready,
+            "--lro-seconds",
+            str(lro_seconds),
+        ]
+        for extra in extra_hosts:
+            command += ["--extra-host", extra]
+        if owned:
+            command += [
+                "--owner-pid",
+                str(os.getpid()),
+                "--owner-start",
+                process_start(os.getpid()),
+            ]
+        env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+        with open(os.path.join(directory, "server.log"), "wb") as log:
+            standin.process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=not owned,
+                env=env,
+            )
+        standin.pid, standin.pid_start = standin.process.pid, process_start(standin.process.pid)
+        standin.save()
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not os.path.exists(ready):
+            if standin.process.poll() is not None or time.monotonic() > deadline:
+                tail = Path(directory, "server.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"the ARM stand-in did not come up: {tail}")
+            time.sleep(0.02)
+        for field, value in json.loads(Path(ready).read_text()).items():
+            setattr(standin, field, value)
+        standin.save()
+    return standin
 
 
 if pytest is not None:
@@ -1194,17 +1251,14 @@ if pytest is not None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    up = commands.add_parser("up", help="start the stand-in detached; record it in --json")
-    up.add_argument("--json", required=True)
+    registry = StandinProcess.registry
+    parser, commands, up = registry.command_line(
+        __doc__.splitlines()[0], "start the stand-in detached and record it"
+    )
     up.add_argument("--azurite-json", required=True, help="the state file of azurite.py up")
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--extra-host", action="append", default=[])
     up.add_argument("--lro-seconds", type=float, default=0.3)
-    up.add_argument("--base-dir", default=tempfile.gettempdir())
-    down = commands.add_parser("down", help="stop the stand-in recorded in --json")
-    down.add_argument("--json", required=True)
     serve = commands.add_parser("serve", help="(internal) run the server in the foreground")
     serve.add_argument("--directory", required=True)
     serve.add_argument("--azurite-json", required=True)
@@ -1226,21 +1280,20 @@ def main(argv: list[str] | None = None) -> int:
         owner = (args.owner_pid, args.owner_start) if args.owner_pid else None
         standin.serve(args.ready, owner)
         return 0
-    if args.command == "up":
-        standin = start_standin(
+    status = registry.run_command(
+        args,
+        lambda: start_standin(
             json.loads(Path(args.azurite_json).read_text()),
-            args.base_dir,
+            args.base_dir or tempfile.gettempdir(),
             host=args.host,
             extra_hosts=tuple(args.extra_host),
             lro_seconds=args.lro_seconds,
-            detach=True,
-        )
-        Path(args.json).write_text(json.dumps(standin.state, indent=2) + "\n")
-        print(json.dumps(standin.state))
-        return 0
-    StandinProcess(json.loads(Path(args.json).read_text())).stop()
-    Path(args.json).unlink(missing_ok=True)
-    return 0
+            owned=False,
+        ),
+    )
+    if args.command == "down":  # the state file goes with the stand-in it describes
+        Path(args.json).unlink(missing_ok=True)
+    return status
 
 
 if __name__ == "__main__":

@@ -5,6 +5,10 @@ own data directory; `Azurite` carries helpers built on azure-storage-blob with t
 development account: containers, page blobs ("disks"), SAS URIs of every kind the tests need
 (read/write, read-only, expired, not yet valid, bad signature), and reading snapshots back.
 
+Each service is a record of `records.py` (in `<state dir>/azurite/`): one started by a test
+process is stopped by PID (checked against its start time) when that process exits or gets
+SIGTERM/SIGHUP, and `cleanup` stops those of dead owners.
+
 Pytest fixtures: `azurite` (one service for the session) and `blob_disks` (a factory of page
 blobs with known bytes). A CLI for shell and playbooks:
 
@@ -13,11 +17,13 @@ blobs with known bytes). A CLI for shell and playbooks:
         [--page-blob-size 4096] [--permissions rw] [--expired|--not-yet-valid|--bad-signature] \
         disk0 disk1
     python tests/harness/azurite.py down --json state.json
+    python tests/harness/azurite.py cleanup [--all]
+
+A service from `up` belongs to no process: `down` or `cleanup` stops it.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -30,20 +36,30 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable
 from urllib.parse import quote
+
+if __package__ in (None, ""):  # run as a script: import the harness the way the tests do
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import pytest
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import (
     BlobSasPermissions,
     BlobServiceClient,
-    ContainerSasPermissions,
     generate_blob_sas,
-    generate_container_sas,
+)
+
+from harness.records import (
+    Record,
+    Registry,
+    process_start,
+    record_name,
+    same_process,
+    state_dir,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -63,17 +79,33 @@ def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-@dataclass
-class Azurite:
-    """A running Azurite blob service and helpers to use it as the tests' oracle."""
+def records_dir() -> str:
+    return os.path.join(state_dir(), "azurite")
 
+
+class Azurite(Record):
+    """A running Azurite blob service and helpers to use it as the tests' oracle.
+
+    Made by ``start_azurite``; ``from_state`` gives the helpers of one that ``state()`` describes.
+    """
+
+    fields = ("host", "port", "location", "pid", "start", "ca_file")
+    noun = "Azurite"
+    registry = Registry(records_dir)
     host: str
     port: int
-    location: Path
-    pid: int
-    process: subprocess.Popen | None = None
-    ca_file: str | None = None  # set when it serves HTTPS with its own self-signed certificate
-    _service: BlobServiceClient | None = field(default=None, repr=False)
+    location: str  # its own directory: data, log, certificate
+    pid: int | None
+    start: str | None  # the server's start time: guards against PID reuse
+    ca_file: str | None  # set when it serves HTTPS with its own self-signed certificate
+
+    def __init__(self, record: dict, state_file: str) -> None:
+        super().__init__(record, state_file)
+        self.process: subprocess.Popen | None = None  # set in the process that started it
+        self._service: BlobServiceClient | None = None
+
+    def __str__(self) -> str:
+        return f"Azurite {self.pid} {self.endpoint}"
 
     @property
     def endpoint(self) -> str:
@@ -101,24 +133,17 @@ class Azurite:
 
     # --- state ---------------------------------------------------------------------------
 
-    def state(self) -> dict:
-        return {
-            "pid": self.pid,
-            "host": self.host,
-            "port": self.port,
-            "location": str(self.location),
-            "account": ACCOUNT,
-            "url": self.url,
-            "ca_file": self.ca_file,
-        }
+    def as_dict(self) -> dict:
+        return {**super().as_dict(), "account": ACCOUNT, "url": self.url}
+
+    state = as_dict  # what the CLI writes and other harness files take
 
     @classmethod
     def from_state(cls, state: dict) -> Azurite:
-        location = Path(state["location"])
-        return cls(state["host"], state["port"], location, state["pid"], None, state.get("ca_file"))
+        return cls(state, state["state_file"])
 
-    def stop(self) -> None:
-        """End the service by its PID (terminate, wait, kill) and remove its data directory."""
+    def teardown(self) -> None:
+        """End the service by its PID (terminate, wait, kill) and remove its directory."""
         if self.process is not None:
             if self.process.poll() is None:
                 self.process.terminate()
@@ -127,12 +152,15 @@ class Azurite:
                 except subprocess.TimeoutExpired:
                     self.process.kill()
                     self.process.wait(STOP_TIMEOUT)
-        elif _is_azurite(self.pid):
-            _end_pid(self.pid)
+        else:
+            _end_process(self.pid, self.start)
         if self._service is not None:
             self._service.close()
             self._service = None
         shutil.rmtree(self.location, ignore_errors=True)
+        self.forget()
+
+    stop = teardown  # the word its users know
 
     # --- blobs ---------------------------------------------------------------------------
 
@@ -225,18 +253,6 @@ class Azurite:
             token = f"snapshot={quote(snapshot, safe='')}&{token}"
         return f"{self.url}/{container}/{blob}?{token}"
 
-    def container_sas(
-        self, container: str, *, permissions: str = "rl", expiry: datetime | None = None
-    ) -> str:
-        token = generate_container_sas(
-            ACCOUNT,
-            container,
-            account_key=ACCOUNT_KEY,
-            permission=ContainerSasPermissions.from_string(permissions),
-            expiry=expiry or _utcnow() + timedelta(hours=2),
-        )
-        return f"{self.url}/{container}?{token}"
-
     def status_blob_sas(self, container: str = "status", name: str = "status.json") -> str:
         """A SAS for a (not yet existing) block blob that a run writes its status to."""
         self.create_container(container)
@@ -258,26 +274,16 @@ def _spoil_signature(token: str) -> str:
     return re.sub(r"(sig=)([^&]+)", flip, token)
 
 
-def _is_azurite(pid: int) -> bool:
-    """True when `pid` is still an Azurite process (not a reused PID)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return b"azurite" in cmdline
-
-
-def _end_pid(pid: int) -> None:
-    """Terminate a (non-child) process by PID, then kill it if it does not go."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT
-    while time.monotonic() < deadline:
-        if not _is_azurite(pid):
+def _end_process(pid: int | None, start: str | None) -> None:
+    """Terminate a (non-child) process by PID and start time, then kill it if it does not go."""
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        if not same_process(pid, start):
             return
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while same_process(pid, start) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 def start_azurite(
@@ -286,50 +292,44 @@ def start_azurite(
     port: int = 0,
     *,
     tls: bool = False,
-    detach: bool = False,
+    in_memory: bool = False,
+    owned: bool = True,
 ) -> Azurite:
-    """Start azurite-blob on host:port (0: a free port) with a data dir of its own under base_dir.
+    """Start azurite-blob on host:port (0: a free port) with a directory of its own under
+    base_dir, and record it.
 
     Waits until the service accepts connections (retrying a short connect, no fixed sleep).
     `tls` serves HTTPS with a new self-signed certificate for `host` and localhost (its file is
-    `ca_file`). `detach` starts it in its own session, for the CLI that returns while it keeps
-    running.
+    `ca_file`). `in_memory` keeps the blobs in memory instead of in the directory. `owned`: it
+    is stopped when this process exits; `False` (the CLI's `up`) starts it in its own session
+    and leaves it to `down`/`cleanup`.
     """
-    base = Path(base_dir)
-    base.mkdir(parents=True, exist_ok=True)
-    location = Path(tempfile.mkdtemp(prefix="azurite-", dir=base))
-    command = [
-        str(AZURITE_BIN),
-        "--blobHost",
-        host,
-        "--blobPort",
-        str(port),
-        "--location",
-        str(location / "data"),
-        "--skipApiVersionCheck",
-        "--loose",
-        "--disableTelemetry",
-        "--silent",
-    ]
-    ca_file = None
-    if tls:
-        ca_file, key_file = _self_signed_certificate(location, host)
-        command += ["--cert", ca_file, "--key", key_file]
-    log_path = location / "azurite.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=detach,
-        )
-    server = Azurite(host, port, location, process.pid, process, ca_file)
-    try:
-        server.port = _wait_until_listening(process, log_path, host, READY_TIMEOUT)
-    except BaseException:
-        server.stop()
-        raise
+    os.makedirs(base_dir, exist_ok=True)
+    location = Azurite.registry.new_directory("azurite-", str(base_dir))
+    record = {"host": host, "port": port, "location": location, "ca_file": None}
+    with Azurite.registry.making(record, owned, record_name(location)) as server:
+        command = [str(AZURITE_BIN), "--blobHost", host, "--blobPort", str(port)]
+        if in_memory:
+            command.append("--inMemoryPersistence")
+        else:
+            command += ["--location", os.path.join(location, "data")]
+        command += ["--skipApiVersionCheck", "--loose", "--disableTelemetry", "--silent"]
+        if tls:
+            server.ca_file, key_file = _self_signed_certificate(Path(location), host)
+            command += ["--cert", server.ca_file, "--key", key_file]
+        log_path = Path(location, "azurite.log")
+        with open(log_path, "wb") as log:
+            server.process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=not owned,
+            )
+        server.pid, server.start = server.process.pid, process_start(server.process.pid)
+        server.save()
+        server.port = _wait_until_listening(server.process, log_path, host, READY_TIMEOUT)
+        server.save()
     return server
 
 
@@ -410,28 +410,8 @@ def blob_disks(azurite: Azurite) -> Callable[..., list[BlobDisk]]:
 # --- CLI --------------------------------------------------------------------------------------
 
 
-def _load_state(path: str) -> dict:
-    return json.loads(Path(path).read_text())
-
-
-def _cli_up(args) -> int:
-    base = Path(args.base_dir or tempfile.gettempdir())
-    server = start_azurite(base, host=args.host, port=args.port, tls=args.tls, detach=True)
-    state = server.state()
-    Path(args.json).write_text(json.dumps(state, indent=2) + "\n")
-    print(json.dumps(state))
-    return 0
-
-
-def _cli_down(args) -> int:
-    server = Azurite.from_state(_load_state(args.json))
-    server.stop()
-    Path(args.json).unlink(missing_ok=True)
-    return 0
-
-
 def _cli_sas(args) -> int:
-    server = Azurite.from_state(_load_state(args.json))
+    server = Azurite.from_state(json.loads(Path(args.json).read_text()))
     now = _utcnow()
     expiry = now - timedelta(hours=1) if args.expired else None
     start = now + timedelta(hours=1) if args.not_yet_valid else None
@@ -454,18 +434,13 @@ def _cli_sas(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    up = commands.add_parser("up", help="start Azurite detached; record it in --json")
-    up.add_argument("--json", required=True)
+    registry = Azurite.registry
+    parser, commands, up = registry.command_line(
+        __doc__.splitlines()[0], "start Azurite detached and record it"
+    )
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--port", type=int, default=0)
     up.add_argument("--tls", action="store_true", help="serve HTTPS (self-signed certificate)")
-    up.add_argument("--base-dir", help="where its own data directory goes (default: /tmp)")
-    up.set_defaults(run=_cli_up)
-    down = commands.add_parser("down", help="stop the Azurite recorded in --json")
-    down.add_argument("--json", required=True)
-    down.set_defaults(run=_cli_down)
     sas = commands.add_parser("sas", help="print SAS URIs for named blobs as JSON")
     sas.add_argument("--json", required=True)
     sas.add_argument("--container", default=DEFAULT_CONTAINER)
@@ -476,9 +451,22 @@ def main(argv: list[str] | None = None) -> int:
     variant.add_argument("--not-yet-valid", action="store_true")
     variant.add_argument("--bad-signature", action="store_true")
     sas.add_argument("blobs", nargs="+")
-    sas.set_defaults(run=_cli_sas)
     args = parser.parse_args(argv)
-    return args.run(args)
+    if args.command == "sas":
+        return _cli_sas(args)
+    status = registry.run_command(
+        args,
+        lambda: start_azurite(
+            args.base_dir or tempfile.gettempdir(),
+            host=args.host,
+            port=args.port,
+            tls=args.tls,
+            owned=False,
+        ),
+    )
+    if args.command == "down":  # the state file goes with the service it describes
+        Path(args.json).unlink(missing_ok=True)
+    return status
 
 
 if __name__ == "__main__":

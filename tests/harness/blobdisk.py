@@ -47,8 +47,8 @@ from urllib.parse import urlsplit
 if __package__ in (None, ""):  # run as a script: import the harness the way the tests do
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from harness.loopfs import MKFS, loops_backed_by, mounted_source, state_dir
-from harness.records import Record, Registry, process_start, run, same_process
+from harness.loopfs import MKFS, loops_backed_by, mounted_source
+from harness.records import Record, Registry, process_start, run, same_process, state_dir
 
 try:
     import pytest
@@ -347,10 +347,6 @@ def attach_blob_disk(
         if mount:
             disk.mount()
     return disk
-
-
-load_records = BlobDisk.registry.load
-cleanup = BlobDisk.registry.cleanup
 
 
 if pytest is not None:

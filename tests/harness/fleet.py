@@ -7,7 +7,8 @@ own loop-mounted ext4 at `/srv/data`, and a real `sshd`. The harness writes an A
 for the fleet and can start Azurite on the bridge address, where the hosts reach it.
 
 Every name carries the prefix `acvs-<id>-`; the state file records what a run made, and teardown
-touches nothing else. See tests/fleet/README.md.
+touches nothing else. A fleet is a record of `records.py`, registered in `/run/acvs-fleet/<id>.json`
+and also written to the state file the caller names. See tests/fleet/README.md.
 
     python tests/harness/fleet.py up --hosts 5 --json state.json [--azurite]
     python tests/harness/fleet.py down --json state.json
@@ -17,7 +18,6 @@ touches nothing else. See tests/fleet/README.md.
 from __future__ import annotations
 
 import argparse
-import atexit
 import contextlib
 import dataclasses
 import fcntl
@@ -31,7 +31,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -40,8 +39,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
+if __package__ in (None, ""):  # run as a script: import the harness the way the tests do
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 import pytest
 import yaml
+
+from harness.records import Record, Registry, process_start, run, same_process
 
 # Where every run registers its state, so `cleanup` finds the leftovers of a killed run.
 REGISTRY = Path("/run/acvs-fleet")
@@ -121,7 +125,7 @@ class FleetHost:
     image: str
     loop_device: str = ""
     sshd_pid: int = 0
-    sshd_start: int = 0  # /proc/<pid>/stat start time: guards against PID reuse
+    sshd_start: str | None = None  # its start time: guards against PID reuse
 
     @property
     def root(self) -> Path:
@@ -129,10 +133,31 @@ class FleetHost:
         return Path(f"/proc/{self.sshd_pid}/root")
 
 
-@dataclasses.dataclass
-class Fleet:
-    """A running (or taken down) fleet, as recorded in its state file."""
+class Fleet(Record):
+    """A running (or taken down) fleet, as recorded in its state file.
 
+    Its record is in the registry (``state_file``); ``save`` also writes it to ``state_path``,
+    the caller's copy, which keeps the fleet's last state (``status: down``) after teardown.
+    An owner of None: detached (CLI `up`), only `down` or `cleanup --force` ends it.
+    """
+
+    fields = (
+        "id",
+        "base_dir",
+        "state_path",
+        "bridge",
+        "key",
+        "inventory",
+        "control_dir",
+        "hosts",
+        "subnet",
+        "bridge_address",
+        "azurite",
+        "status",
+        "timings",
+    )
+    noun = "fleet"
+    registry = Registry(lambda: str(REGISTRY))
     id: str
     base_dir: str
     state_path: str
@@ -141,28 +166,43 @@ class Fleet:
     inventory: str
     control_dir: str
     hosts: list[FleetHost]
-    subnet: str = ""
-    bridge_address: str = ""
-    owner_pid: int | None = None  # None: detached (CLI `up`), only `down` ends it
-    owner_start: int = 0
-    azurite: dict[str, Any] | None = None
-    status: str = "starting"
-    timings: dict[str, float] = dataclasses.field(default_factory=dict)
+    subnet: str
+    bridge_address: str
+    azurite: dict[str, Any] | None  # the Azurite's record (azurite.py) on the bridge
+    status: str
+    timings: dict[str, float]
+
+    def __init__(self, record: dict, state_file: str) -> None:
+        super().__init__(record, state_file)
+        self.hosts = [FleetHost(**h) for h in record["hosts"]]
+        self.subnet = self.subnet or ""
+        self.bridge_address = self.bridge_address or ""
+        self.status = self.status or "starting"
+        self.timings = self.timings or {}
+
+    def __str__(self) -> str:
+        return f"fleet {self.id}"
 
     # --- state -------------------------------------------------------------------------------
 
     @classmethod
     def load(cls, path: os.PathLike[str] | str) -> Fleet:
-        data = json.loads(Path(path).read_text())
-        data["hosts"] = [FleetHost(**h) for h in data["hosts"]]
-        return cls(**data)
+        """The fleet a caller's state file records."""
+        record = json.loads(Path(path).read_text())
+        return cls(record, record.get("state_file") or str(REGISTRY / f"{record['id']}.json"))
+
+    def as_dict(self) -> dict:
+        return {**super().as_dict(), "hosts": [dataclasses.asdict(h) for h in self.hosts]}
 
     def save(self) -> None:
-        text = json.dumps(dataclasses.asdict(self), indent=2) + "\n"
-        for path in (Path(self.state_path), REGISTRY / f"{self.id}.json"):
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_text(text)
-            os.replace(tmp, path)
+        super().save()
+        self._save_copy()
+
+    def _save_copy(self) -> None:
+        path = Path(self.state_path)
+        temporary = path.with_name(f".{path.name}.tmp")
+        temporary.write_text(json.dumps(self.as_dict(), indent=2) + "\n")
+        os.replace(temporary, path)
 
     @property
     def names(self) -> list[str]:
@@ -219,10 +259,9 @@ class Fleet:
 
     # --- teardown ----------------------------------------------------------------------------
 
-    def down(self) -> None:
+    def teardown(self) -> None:
         """Take the fleet down; idempotent, and it touches only what the state records."""
         start = time.monotonic()
-        _LIVE.pop(self.id, None)
         if self.azurite:
             _stop_azurite(self.azurite)
         _close_ssh_masters(Path(self.control_dir))
@@ -238,13 +277,14 @@ class Fleet:
         _remove_base_dir(Path(self.base_dir))
         self.status = "down"
         self.timings["down"] = round(time.monotonic() - start, 3)
-        with contextlib.suppress(FileNotFoundError):
-            Path(self.state_path).write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n")
-        (REGISTRY / f"{self.id}.json").unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):  # the caller's directory is gone
+            self._save_copy()
+        self.forget()
+
+    down = teardown  # the fleet's own word for it (tests/fleet/README.md)
 
 
-# Fleets this process brought up and has not taken down: ended at exit or on SIGTERM/SIGHUP.
-_LIVE: dict[str, Fleet] = {}
+# The sshd and Azurite processes this process started, to reap them once they end.
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 
@@ -264,51 +304,38 @@ def up(
     if not 1 <= hosts <= MAX_HOSTS:
         raise FleetError(f"A fleet has 1 to {MAX_HOSTS} hosts, not {hosts}.")
     start = time.monotonic()
-    REGISTRY.mkdir(mode=0o700, exist_ok=True)
     run_id = uuid.uuid4().hex[:6]
     prefix = f"acvs-{run_id}-"
-    base = Path(tempfile.mkdtemp(prefix=prefix))
-    fleet = Fleet(
-        id=run_id,
-        base_dir=str(base),
-        state_path=str(Path(state_path).resolve() if state_path else base / "state.json"),
-        bridge=f"{prefix}br",
-        key=str(base / "id_ed25519"),
-        inventory=str(base / "inventory.yml"),
-        control_dir=str(base / "cp"),
-        hosts=[
-            FleetHost(
-                name=f"acvs-h{n:02d}",
-                netns=f"{prefix}h{n:02d}",
-                veth=f"{prefix}v{n:02d}",
-                address="",
-                dir=str(base / f"h{n:02d}"),
-                image=str(base / f"h{n:02d}" / "data.img"),
-            )
+    base = Path(Fleet.registry.new_directory(prefix, None))
+    record = {
+        "id": run_id,
+        "base_dir": str(base),
+        "state_path": str(Path(state_path).resolve() if state_path else base / "state.json"),
+        "bridge": f"{prefix}br",
+        "key": str(base / "id_ed25519"),
+        "inventory": str(base / "inventory.yml"),
+        "control_dir": str(base / "cp"),
+        "hosts": [
+            {
+                "name": f"acvs-h{n:02d}",
+                "netns": f"{prefix}h{n:02d}",
+                "veth": f"{prefix}v{n:02d}",
+                "address": "",
+                "dir": str(base / f"h{n:02d}"),
+                "image": str(base / f"h{n:02d}" / "data.img"),
+            }
             for n in range(1, hosts + 1)
         ],
-        owner_pid=os.getpid(),
-        owner_start=_start_time(os.getpid()),
-    )
-    _LIVE[fleet.id] = fleet
-    _install_exit_handlers()
-    try:
-        # Record the names before making anything, so a killed `up` can be cleaned up.
-        fleet.save()
+    }
+    # The names are on record before anything is made, so a killed `up` can be cleaned up.
+    with Fleet.registry.making(record, owned=not detached, name=f"{run_id}.json") as fleet:
         _make_network(fleet)
         _make_hosts(fleet, data_size_mib)
         _write_inventory(fleet)
         if azurite:
             fleet.azurite = _start_azurite(fleet, detached)
             _write_inventory(fleet)
-    except BaseException:
-        fleet.down()
-        raise
-    fleet.status = "up"
-    if detached:
-        _LIVE.pop(fleet.id, None)
-        fleet.owner_pid = None
-        fleet.owner_start = 0
+        fleet.status = "up"
     fleet.timings["up"] = round(time.monotonic() - start, 3)
     fleet.save()
     return fleet
@@ -329,19 +356,9 @@ def cleanup(state_paths: list[str] | None = None, *, force: bool = False) -> lis
     gone (a killed test run or a killed `up`); detached fleets and fleets of live processes are
     left alone unless `force`.
     """
-    if state_paths:
-        fleets = [Fleet.load(p) for p in state_paths]
-    else:
-        fleets = []
-        for path in sorted(REGISTRY.glob("*.json")):
-            with contextlib.suppress(FileNotFoundError):  # taken down meanwhile
-                fleets.append(Fleet.load(path))
-        if not force:
-            fleets = [
-                f
-                for f in fleets
-                if f.owner_pid is not None and not is_process(f.owner_pid, f.owner_start)
-            ]
+    if not state_paths:
+        return [f.id for f in Fleet.registry.cleanup(everything=force, unowned=False)]
+    fleets = [Fleet.load(p) for p in state_paths]
     for fleet in fleets:
         fleet.down()
     return [f.id for f in fleets]
@@ -360,14 +377,7 @@ def running_fleet(hosts: int, **kwargs: Any) -> Iterator[Fleet]:
 @pytest.fixture
 def fleet() -> Iterator[Callable[..., Fleet]]:
     """Factory: `fleet(3, azurite=True)` brings up a fleet, taken down after the test."""
-    with contextlib.ExitStack() as stack:  # every fleet is taken down, even if one down fails
-
-        def make(hosts: int = 3, **kwargs: Any) -> Fleet:
-            made = up(hosts, **kwargs)
-            stack.callback(made.down)
-            return made
-
-        yield make
+    yield from Fleet.registry.factory(up)
 
 
 # --- bring-up ---------------------------------------------------------------------------------
@@ -407,7 +417,7 @@ def _free_subnet() -> ipaddress.IPv4Network:
     used = []
     for obj in ("addr", "route"):
         argv = ["ip", "-j", "-4", obj] + (["show", "table", "all"] if obj == "route" else [])
-        for entry in json.loads(_run(argv).stdout or "[]"):
+        for entry in json.loads(run(argv).stdout or "[]"):
             if obj == "addr":
                 used += [f"{a['local']}/{a['prefixlen']}" for a in entry.get("addr_info", [])]
             elif entry.get("dst", "default") != "default":
@@ -425,7 +435,7 @@ def _free_subnet() -> ipaddress.IPv4Network:
 
 def _make_hosts(fleet: Fleet, data_size_mib: int) -> None:
     Path(fleet.control_dir).mkdir(mode=0o700)
-    _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"acvs-{fleet.id}", "-f", fleet.key])
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"acvs-{fleet.id}", "-f", fleet.key])
     pub = Path(f"{fleet.key}.pub").read_text()
     save_lock = threading.Lock()
 
@@ -438,11 +448,11 @@ def _make_hosts(fleet: Fleet, data_size_mib: int) -> None:
         )
         (hdir / "ssh" / "authorized_keys").write_text(pub)
         key = hdir / "ssh" / "ssh_host_ed25519_key"
-        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", h.name, "-f", str(key)])
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", h.name, "-f", str(key)])
         with open(h.image, "wb") as img:
             img.truncate(data_size_mib << 20)
-        _run(["mkfs.ext4", "-q", "-F", "-L", "acvs-data", h.image])
-        h.loop_device = _run(["losetup", "--find", "--show", h.image]).stdout.strip()
+        run(["mkfs.ext4", "-q", "-F", "-L", "acvs-data", h.image])
+        h.loop_device = run(["losetup", "--find", "--show", h.image]).stdout.strip()
         with save_lock:
             fleet.save()
         argv = ["ip", "netns", "exec", h.netns, "unshare", "--mount", "--uts"]
@@ -453,7 +463,7 @@ def _make_hosts(fleet: Fleet, data_size_mib: int) -> None:
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
             )
         _CHILDREN[proc.pid] = proc
-        h.sshd_pid, h.sshd_start = proc.pid, _start_time(proc.pid)
+        h.sshd_pid, h.sshd_start = proc.pid, process_start(proc.pid)
         with save_lock:
             fleet.save()
         _wait_for_sshd(h, proc)
@@ -504,18 +514,17 @@ def _start_azurite(fleet: Fleet, detached: bool) -> dict[str, Any]:
     from harness.azurite import start_azurite
 
     base = Path(fleet.base_dir) / "azurite"
-    server = start_azurite(base, host=fleet.bridge_address, port=0, detach=detached)
+    server = start_azurite(base, host=fleet.bridge_address, port=0, owned=not detached)
     if server.process is not None:
         _CHILDREN[server.pid] = server.process
-    return {**server.state(), "start": _start_time(server.pid)}
+    return server.state()
 
 
 def _stop_azurite(state: dict[str, Any]) -> None:
     from harness.azurite import Azurite
 
-    if is_process(state["pid"], state["start"]):
-        Azurite.from_state(state).stop()
-        _reap()
+    Azurite.from_state(state).stop()
+    _reap()
 
 
 # --- teardown ---------------------------------------------------------------------------------
@@ -542,7 +551,7 @@ def _thaw(h: FleetHost) -> None:
     if not h.loop_device or not Path(h.loop_device).exists():
         return
     ours = os.stat(h.loop_device).st_rdev
-    pids = [h.sshd_pid] if is_process(h.sshd_pid, h.sshd_start) else []
+    pids = [h.sshd_pid] if same_process(h.sshd_pid, h.sshd_start) else []
     if _netns_exists(h.netns):
         pids += sorted(_netns_pids(h.netns))
     for pid in pids:
@@ -581,16 +590,16 @@ def _kill_namespace_processes(hosts: list[FleetHost]) -> None:
     _end_processes([(h.sshd_pid, h.sshd_start) for h in hosts])
 
 
-def _end_processes(procs: list[tuple[int, int]]) -> None:
+def _end_processes(procs: list[tuple[int, str | None]]) -> None:
     """SIGKILL processes recorded by PID and start time, and wait until they are gone."""
-    live = [(pid, st) for pid, st in procs if is_process(pid, st)]
+    live = [(pid, st) for pid, st in procs if same_process(pid, st)]
     for pid, _start in live:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
     while True:
         _reap()
-        live = [(pid, st) for pid, st in live if is_process(pid, st)]
+        live = [(pid, st) for pid, st in live if same_process(pid, st)]
         if not live:
             return
         if time.monotonic() > deadline:
@@ -612,7 +621,7 @@ def _detach_loop(h: FleetHost) -> None:
     """
     if not h.loop_device or _loop_backing(h.loop_device) != h.image:
         return
-    _run(["losetup", "-d", h.loop_device], check=False)
+    run(["losetup", "-d", h.loop_device], check=False)
     deadline = time.monotonic() + 10
     while _loop_backing(h.loop_device) == h.image:
         if time.monotonic() > deadline:
@@ -645,15 +654,8 @@ def _remove_base_dir(base: Path) -> None:
 # --- small helpers ----------------------------------------------------------------------------
 
 
-def _run(argv: list[str], *, check: bool = True, **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False, **kwargs)
-    if check and proc.returncode:
-        raise FleetError(f"{shlex.join(argv)} failed ({proc.returncode}): {proc.stderr.strip()}")
-    return proc
-
-
 def _ip(*args: str) -> None:
-    _run(["ip", *args])
+    run(["ip", *args])
 
 
 def _run_ip_batch(lines: list[str], *, force: bool = True, netns: str = "") -> None:
@@ -661,7 +663,7 @@ def _run_ip_batch(lines: list[str], *, force: bool = True, netns: str = "") -> N
     if not lines:
         return
     argv = ["ip", *(["-n", netns] if netns else []), *(["-force"] if force else []), "-batch", "-"]
-    _run(argv, input="\n".join(lines) + "\n", check=not force)
+    run(argv, check=not force, input="\n".join(lines) + "\n")
 
 
 def _netns_exists(name: str) -> bool:
@@ -669,58 +671,13 @@ def _netns_exists(name: str) -> bool:
 
 
 def _netns_pids(name: str) -> set[int]:
-    out = _run(["ip", "netns", "pids", name], check=False).stdout
+    out = run(["ip", "netns", "pids", name], check=False).stdout
     # Zombies are gone already; their parent (or init) reaps them.
-    return {pid for pid in map(int, out.split()) if is_process(pid, _start_time(pid))}
+    return {pid for pid in map(int, out.split()) if same_process(pid, process_start(pid))}
 
 
 def _link_exists(name: str) -> bool:
     return Path("/sys/class/net", name).exists()
-
-
-def _start_time(pid: int) -> int:
-    """The process start time (clock ticks since boot), or 0 if there is no such process."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0
-    return int(stat.rsplit(")", 1)[1].split()[19])
-
-
-def is_process(pid: int | None, start: int) -> bool:
-    """Is `pid` still the process we recorded (not a zombie, not a reused PID)?"""
-    if not pid or _start_time(pid) != start:
-        return False
-    with contextlib.suppress(OSError):
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    return False
-
-
-_HANDLERS_INSTALLED = False
-
-
-def _install_exit_handlers() -> None:
-    """Take this process's fleets down at exit, and turn SIGTERM/SIGHUP into an exit."""
-    global _HANDLERS_INSTALLED
-    if _HANDLERS_INSTALLED:
-        return
-    _HANDLERS_INSTALLED = True
-    atexit.register(_down_all)
-    if threading.current_thread() is not threading.main_thread():
-        return
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        if signal.getsignal(sig) is signal.SIG_DFL:
-            signal.signal(sig, _exit_on_signal)
-
-
-def _exit_on_signal(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)
-
-
-def _down_all() -> None:
-    for fleet in list(_LIVE.values()):
-        with contextlib.suppress(Exception):
-            fleet.down()
 
 
 # --- command line -----------------------------------------------------------------------------
@@ -759,13 +716,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             for run_id in cleanup(args.json, force=args.force):
                 print(f"fleet {run_id}: cleaned up")
-    except FleetError as exc:
+    except RuntimeError as exc:  # a FleetError or a command that failed
         print(f"fleet.py: {exc}", file=sys.stderr)
         return 1
     return 0
 
 
 if __name__ == "__main__":
-    # Run as a script: make `harness.*` importable the way the tests import it.
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     sys.exit(main())

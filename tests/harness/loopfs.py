@@ -32,7 +32,7 @@ from typing import Callable
 if __package__ in (None, ""):  # run as a script: import the harness the way the tests do
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from harness.records import Record, Registry, run
+from harness.records import Record, Registry, run, state_dir
 
 try:
     import pytest
@@ -47,13 +47,6 @@ MKFS = {
     "btrfs": ["mkfs.btrfs", "-q", "-f"],
 }
 _OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
-
-
-def state_dir() -> str:
-    explicit = os.environ.get("APPCONSISTENT_HARNESS_STATE_DIR")
-    if explicit:
-        return explicit
-    return os.path.join(os.environ.get("XDG_RUNTIME_DIR") or "/run", "appconsistent-harness")
 
 
 def mounted_source(mount_point: str) -> str | None:
@@ -153,10 +146,6 @@ def make_loop_filesystem(
         run([*MKFS[fstype], filesystem.device])
         run(["mount", "-t", fstype, filesystem.device, filesystem.mount_point])
     return filesystem
-
-
-load_records = LoopFilesystem.registry.load
-cleanup = LoopFilesystem.registry.cleanup  # nested filesystems first
 
 
 if pytest is not None:

@@ -1,11 +1,11 @@
-"""What the harness made, on record until it is gone: one mechanism for loopfs and blobdisk.
+"""What the harness made, on record until it is gone: one mechanism for every harness file.
 
-Each thing made (a loop filesystem, a blob disk) is a ``Record``: a JSON file in its kind's
-records directory, written atomically before every step of making it, so that a killed run
-leaves a record of everything it made. The ``Registry`` of a kind knows that directory and the
-records this process owns; it tears those down at exit and on SIGTERM/SIGHUP (then hands the
-signal on to the handler it replaced), and ``cleanup`` tears down the records of dead owners.
-An owner is told apart from a process that reused its PID by its start time.
+Each thing made (a loop filesystem, a blob disk, an Azurite, a fleet) is a ``Record``: a JSON file
+in its kind's records directory, written atomically before every step of making it, so that a
+killed run leaves a record of everything it made. The ``Registry`` of a kind knows that directory
+and the records this process owns; it tears those down at exit and on SIGTERM/SIGHUP (then hands
+the signal on to the handler it replaced), and ``cleanup`` tears down the records of dead owners.
+A process (an owner, a server) is told apart from one that reused its PID by its start time.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import atexit
 import contextlib
 import json
 import os
+import shlex
 import signal
 import subprocess
 import tempfile
@@ -24,27 +25,51 @@ from collections.abc import Iterator
 from typing import Callable, ClassVar, Generic, TypeVar
 
 
-def run(argv: list[str], check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+def state_dir() -> str:
+    """Where the records live: ``$APPCONSISTENT_HARNESS_STATE_DIR`` or
+    ``${XDG_RUNTIME_DIR:-/run}/appconsistent-harness`` (each kind in its own directory)."""
+    explicit = os.environ.get("APPCONSISTENT_HARNESS_STATE_DIR")
+    if explicit:
+        return explicit
+    return os.path.join(os.environ.get("XDG_RUNTIME_DIR") or "/run", "appconsistent-harness")
+
+
+def run(
+    argv: list[str], check: bool = True, input: str | None = None
+) -> subprocess.CompletedProcess:
+    result = subprocess.run(argv, input=input, capture_output=True, text=True, check=False)
     if check and result.returncode != 0:
         raise RuntimeError(
-            f"{' '.join(argv)} failed ({result.returncode}): {result.stderr.strip()}"
+            f"{shlex.join(argv)} failed ({result.returncode}): {result.stderr.strip()}"
         )
     return result
 
 
-def process_start(pid: int) -> str | None:
-    """The start time of a process (field 22 of /proc/PID/stat), to tell a reused PID apart."""
+def _stat(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command name: state first, start time 20th."""
     try:
         with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
+            return handle.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return []
+
+
+def process_start(pid: int) -> str | None:
+    """The start time of a process (field 22 of /proc/PID/stat), to tell a reused PID apart."""
+    fields = _stat(pid)
+    return fields[19] if len(fields) > 19 else None
 
 
 def same_process(pid: int | None, start: str | None) -> bool:
-    """Is ``pid`` still the process that started at ``start`` (not gone, not a reused PID)?"""
-    return pid is not None and process_start(pid) == start
+    """Is ``pid`` still the process that started at ``start`` (not gone, not a zombie waiting
+    for its parent, not a reused PID)?"""
+    fields = _stat(pid) if pid else []
+    return len(fields) > 19 and fields[19] == start and fields[0] != "Z"
+
+
+def record_name(directory: str) -> str:
+    """A record's file name: after the directory of the thing it records, and unique."""
+    return f"{os.path.basename(directory)}-{uuid.uuid4().hex[:8]}.json"
 
 
 class Record:
@@ -119,46 +144,57 @@ class Registry(Generic[R]):
         return tempfile.mkdtemp(prefix=prefix, dir=base_dir)
 
     @contextlib.contextmanager
-    def making(self, record: dict, owned: bool) -> Iterator[R]:
-        """Record what is made in ``record["base_dir"]``, then yield it to be made; a failure
-        tears it down. ``owned``: torn down when this process exits; ``False`` leaves it to
+    def making(self, record: dict, owned: bool, name: str | None = None) -> Iterator[R]:
+        """Record what is made (in the file ``name``, by default ``record_name`` of
+        ``record["base_dir"]``), then yield it to be made; a failure tears it down.
+
+        While it is being made it belongs to this process, so that a killed or interrupted
+        making is torn down or reclaimed. ``owned``: it stays this process's, torn down when the
+        process exits; ``False`` (a CLI ``up``): then it belongs to no process, left to
         ``down``/``cleanup``.
         """
-        owner = os.getpid() if owned else None
-        start = process_start(owner) if owner else None
-        record = {**record, "owner_pid": owner, "owner_start": start}
-        name = f"{os.path.basename(record['base_dir'])}-{uuid.uuid4().hex[:8]}.json"
+        owner = os.getpid()
+        record = {**record, "owner_pid": owner, "owner_start": process_start(owner)}
+        name = name or record_name(record["base_dir"])
         made = self.kind(record, os.path.join(self.directory(), name))
-        if owned:
-            self._install_hooks()
-            with self._lock:
-                self._live[made.state_file] = made
+        self._install_hooks()
+        with self._lock:
+            self._live[made.state_file] = made
         try:
             made.save()
             yield made
         except BaseException:
             made.teardown()
             raise
+        if not owned:
+            made.owner_pid = made.owner_start = None
+            self.discard(made)
+            made.save()
 
     def discard(self, made: R) -> None:
         with self._lock:
             self._live.pop(made.state_file, None)
 
     def load(self) -> list[R]:
+        directory = self.directory()
+        try:
+            names = sorted(name for name in os.listdir(directory) if name.endswith(".json"))
+        except FileNotFoundError:
+            return []
         loaded = []
-        with contextlib.suppress(FileNotFoundError):
-            for name in sorted(os.listdir(self.directory())):
-                if name.endswith(".json"):
-                    path = os.path.join(self.directory(), name)
-                    with open(path) as handle:
-                        loaded.append(self.kind(json.load(handle), path))
+        for name in names:
+            path = os.path.join(directory, name)
+            with contextlib.suppress(FileNotFoundError), open(path) as handle:  # gone meanwhile
+                loaded.append(self.kind(json.load(handle), path))
         return loaded
 
-    def cleanup(self, everything: bool = False) -> list[R]:
-        """Tear down the records whose owner is gone (all of them with ``everything``)."""
+    def cleanup(self, everything: bool = False, unowned: bool = True) -> list[R]:
+        """Tear down the records whose owner process is gone, and with ``unowned`` those that
+        belong to no process (a CLI's ``up``); all of them with ``everything``."""
         removed = []
         for made in self.order(self.load()):
-            if everything or not made.owner_alive():
+            dead_owner = made.owner_pid is not None and not made.owner_alive()
+            if everything or dead_owner or (unowned and made.owner_pid is None):
                 made.teardown()
                 removed.append(made)
         return removed

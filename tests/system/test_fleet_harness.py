@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from harness.azurite import Azurite
-from harness.fleet import REGISTRY, Fleet, is_process, running_fleet
+from harness.fleet import REGISTRY, Fleet, running_fleet
+from harness.records import same_process
 
 TESTS = Path(__file__).resolve().parents[1]
 FLEET_PY = TESTS / "harness" / "fleet.py"
@@ -54,9 +55,9 @@ def assert_gone(f: Fleet) -> None:
     ).stdout
     assert prefix not in netns
     assert not list(Path("/sys/class/net").glob(f"{prefix}*"))
-    assert not any(is_process(h.sshd_pid, h.sshd_start) for h in f.hosts)
+    assert not any(same_process(h.sshd_pid, h.sshd_start) for h in f.hosts)
     if f.azurite:
-        assert not is_process(f.azurite["pid"], f.azurite["start"])
+        assert not same_process(f.azurite["pid"], f.azurite["start"])
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
             # ssh ControlPersist masters and sshd name our directory on their command line.
