@@ -21,6 +21,7 @@ import os
 import platform
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils import (
@@ -38,6 +39,13 @@ from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._blob_res
     SnapshotResult,
     snapshot_status_for,
 )
+from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._consistency import (
+    APPLICATION,
+    CRASH,
+    FILESYSTEM,
+    NONE,
+    Outcome,
+)
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._guardian import Guardian
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._host_lock import HostLock
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._managed_disk import (
@@ -51,6 +59,14 @@ from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._prepost_
     DEFAULT_HOST_CONFIG_PATH,
 )
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._run_log import RunLog
+from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._run_result import (
+    PhaseRun,
+    RunFacts,
+    Taken,
+    build_result,
+    status_document,
+    unpublished_result,
+)
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._sas import SasUri, redact
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._script_runner import (
     end_group,
@@ -58,7 +74,6 @@ from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._script_r
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._status_codes import (
     Status,
     VmSnapshotError,
-    describe,
 )
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._thaw_timer import ThawTimer
 
@@ -79,7 +94,6 @@ JOIN_GRACE_SECONDS = 0.5
 # snapshot_timeout): with JOIN_GRACE_SECONDS and about 1 s for the process itself, the margin
 # by which a run may pass max_freeze_seconds + the post-script's timeout, whatever the server.
 REPORT_SECONDS = 4.0
-EXTENSION_VERSION = "0.1.0"
 
 
 @dataclass(frozen=True)
@@ -118,24 +132,37 @@ def _ms(start_ns: int, end_ns: int) -> float:
     return round((end_ns - start_ns) / 1e6, 3)
 
 
+@dataclass(frozen=True)
+class Connections:
+    """Every disk's endpoint, opened before anything is quiesced."""
+
+    endpoints: list[BlobEndpoint | ManagedDiskEndpoint]
+    # When any disk did not answer, a failed result for every disk in order; else empty.
+    failed: list[SnapshotResult | ManagedSnapshotResult]
+    ms: float
+
+
 class SnapshotRun:
-    """The state of one run; `run()` is the only entry point."""
+    """The state of one run; `run()` is the only entry point.
+
+    Steps return what they did and the orchestration (`run`, `_check`, `_run_locked`,
+    `_recover_interrupted_run`, `_unexpected`) records it in `self.facts`. Every result is built
+    from those facts by `_result()`, and `_publish()` is the one place that writes the outcome:
+    the status file, the status and log blobs, extension.log.
+    """
 
     def __init__(self, request: SnapshotRequest, *, check_mode: bool = False) -> None:
         self.request = request
         self.check_mode = check_mode
         self.log = RunLog(None if check_mode else request.log_dir)
-        self.timings: dict[str, float] = {}
-        self.warnings: list[str] = []
-        self.snapshots: list[SnapshotResult] = []
-        self.thaw_report = None
-        self.scripts: dict[str, object] = {}
-        # How the freeze was done: expedited or why not, which thaw backstop was armed.
-        self.freeze_facts: dict[str, object] = {}
+        self.facts = RunFacts()
         # The record of this run between its pre- and post-scripts, and how far it got.
         self._pending: _interrupted_run.PendingRun | None = None
         self._pre_attempted = False
         self._post_done = False
+        # The status and the log blob share one deadline, set by the first upload; a run that
+        # publishes again (interrupted while publishing) gets no new one.
+        self._report_deadline: float | None = None
 
     def run(self) -> dict:
         request = self.request
@@ -151,7 +178,6 @@ class SnapshotRun:
                     Status.SuccessAlreadyProcessedInput,
                     f"Task {request.task_id} was already processed on this host; "
                     "no snapshot was taken.",
-                    changed=False,
                 )
             if request.task_id:
                 _task_state.record(request.state_dir, request.task_id)
@@ -177,7 +203,8 @@ class SnapshotRun:
         with contextlib.suppress(OSError):
             _interrupted_run.record(self.request.state_dir, self._pending)
 
-    def _record_pending_post(self) -> None:
+    def _record_pending_post(self) -> str | None:
+        """Record the run before its pre-script; a warning when the record cannot be written."""
         request = self.request
         pending = _interrupted_run.PendingRun(
             os.getpid(), request.task_id, request.config_path, request.host_config_path
@@ -186,18 +213,22 @@ class SnapshotRun:
         try:
             _interrupted_run.record(request.state_dir, pending)
         except OSError as exc:  # the run goes on; only its recovery after a kill is lost
-            self.warnings.append(
+            return (
                 f"Cannot record the run in {request.state_dir} ({exc.strerror}): if this run "
                 "dies after its pre-script, the next run will not run the post-script for it."
             )
+        return None
 
-    def _end_earlier_scripts(self, pending: _interrupted_run.PendingRun) -> None:
-        """End the script processes an interrupted run left running (before its post-scripts)."""
+    def _end_earlier_scripts(self, pending: _interrupted_run.PendingRun) -> list[str]:
+        """End the script processes an interrupted run left running (before its post-scripts);
+        a warning for each."""
+        warnings = []
         for pid, started in pending.scripts:
             ended = end_group(pid, started)
             if ended:
                 self.log.warning(ended)
-                self.warnings.append(f"An earlier run's script was still running: {ended}.")
+                warnings.append(f"An earlier run's script was still running: {ended}.")
+        return warnings
 
     def _recover_interrupted_run(self) -> None:
         """Run the post-scripts of an earlier run that stopped after its pre-script started."""
@@ -212,14 +243,15 @@ class SnapshotRun:
         else:
             if pending is None:
                 return
-            self._end_earlier_scripts(pending)
+            self.facts.warnings.extend(self._end_earlier_scripts(pending))
             earlier = f"An earlier run (pid {pending.pid}, task {pending.task_id})"
             with _prepost.precheck(pending.config_path, pending.host_config_path) as precheck:
                 if precheck.status == Status.success:
                     post = self._phase("recovered_post", _prepost.run_post, precheck)
+                    self.facts.add_phase(post)
                     message = (
                         f"{earlier} stopped after its pre-script started; its post-scripts ran "
-                        f"now: {post.message}"
+                        f"now: {post.result.message}"
                     )
                 else:
                     message = (
@@ -227,55 +259,67 @@ class SnapshotRun:
                         f"cannot run: {precheck.message}"
                     )
         self.log.warning(message)
-        self.warnings.append(redact(message))
+        self.facts.warnings.append(redact(message))
         _interrupted_run.clear(state_dir)
 
     def _check(self) -> dict:
-        """Check mode: the prechecks only; nothing runs, nothing is frozen or taken."""
+        """Check mode: the prechecks only; nothing runs, nothing is frozen, taken or written."""
+        facts = self.facts
         if os.path.exists(_interrupted_run.pending_path(self.request.state_dir)):
-            self.warnings.append(
+            facts.warnings.append(
                 "An earlier run stopped after its pre-script started; the next run runs its "
                 "post-scripts first."
             )
         precheck = _prepost.precheck(self.request.config_path, self.request.host_config_path)
+        facts.warnings.extend(precheck.warnings)
         try:
-            endpoints, failed = self._open_endpoints()
-            for endpoint in endpoints:
+            connections = self._open_endpoints()
+            for endpoint in connections.endpoints:
                 endpoint.close()
         finally:
             precheck.close()
-        if failed:
-            return self._result(snapshot_status_for(failed), "none", snapshots=failed)
+        facts.timings["connect_ms"] = connections.ms
+        if connections.failed:
+            facts.snapshots = connections.failed
+            status = snapshot_status_for(connections.failed)
+            return self._result(Outcome(status, NONE, status, ""))
         consistency = _consistency.predicted_consistency(precheck)
         return self._result(
-            precheck.status, consistency, message=precheck.message, changed=consistency != "none"
+            Outcome(precheck.status, consistency, precheck.status, precheck.message)
         )
 
     def _run_locked(self) -> dict:
-        request = self.request
+        request, facts = self.request, self.facts
         precheck = _prepost.precheck(request.config_path, request.host_config_path)
-        self.warnings.extend(precheck.warnings)
+        facts.warnings.extend(precheck.warnings)
         self.log.info(f"precheck: {precheck.status.name}: {precheck.message}")
-        endpoints: list[BlobEndpoint] = []
+        endpoints: list[BlobEndpoint | ManagedDiskEndpoint] = []
         try:
-            endpoints, failed_open = self._open_endpoints()
-            if failed_open:
+            connections = self._open_endpoints()
+            endpoints = connections.endpoints
+            facts.timings["connect_ms"] = connections.ms
+            if connections.failed:
                 # Fail before quiescing anything: a run that cannot snapshot every disk would
                 # only hold the application for a recovery point that is an error anyway.
                 for endpoint in endpoints:
                     endpoint.close()
-                return self._report(
-                    precheck, None, None, snapshot_status_for(failed_open), failed_open
+                facts.snapshots = connections.failed
+                outcome = self._decide(
+                    precheck, None, None, snapshot_status_for(connections.failed)
                 )
+                return self._result(outcome, self._publish(outcome))
             # Before quiescing anything: a freeze_mounts entry that cannot be frozen is bad
             # input (123), not something to find out while the application is held.
             mount_points = self._mount_points(precheck.fs_freeze_enabled)
             pre = None
             if precheck.status == Status.success:
-                self._record_pending_post()
+                warning = self._record_pending_post()
+                if warning:
+                    facts.warnings.append(warning)
                 self._pre_attempted = True
                 pre = self._phase("pre", _prepost.run_pre, precheck)
-            pre_status = pre.status if pre else None
+                facts.add_phase(pre)
+            pre_status = pre.result.status if pre else None
             snapshot_status = None
             if _consistency.snapshot_allowed(
                 precheck.status,
@@ -288,6 +332,7 @@ class SnapshotRun:
                     mount_points,
                     precheck.fs_freeze_enabled,
                     app_quiesced=pre_status == Status.success,
+                    facts=facts,
                 )
             else:
                 self.log.warning("the failure policy skips the snapshot")
@@ -295,9 +340,11 @@ class SnapshotRun:
             if precheck.status == Status.success:
                 post = self._phase("post", _prepost.run_post, precheck)
                 self._post_done = True
+                facts.add_phase(post)
                 _interrupted_run.clear(self.request.state_dir)
-            snapshot_status = self._follow_up(endpoints, snapshot_status)
-            return self._report(precheck, pre, post, snapshot_status, self.snapshots)
+            snapshot_status = self._follow_up(endpoints, snapshot_status, facts=facts)
+            outcome = self._decide(precheck, pre, post, snapshot_status)
+            return self._result(outcome, self._publish(outcome))
         except VmSnapshotError as exc:
             if not self._pre_attempted:
                 raise  # nothing ran yet: the module reports the code, as for bad input
@@ -309,19 +356,22 @@ class SnapshotRun:
                 endpoint.close()
             precheck.close()
 
-    def _open_endpoints(self) -> tuple[list[BlobEndpoint], list[SnapshotResult]]:
+    def _open_endpoints(self) -> Connections:
         """Connect to every disk blob now, so nothing slow happens while frozen.
 
-        Returns the open endpoints and, when any disk did not answer, a failed result for every
-        disk in order (those that answered are marked as not attempted): the run then stops
-        before quiescing anything, since its recovery point could only be a failure.
+        When any disk did not answer, `failed` holds a failed result for every disk in order
+        (those that answered are marked as not attempted): the run then stops before quiescing
+        anything, since its recovery point could only be a failure.
         """
         start = time.monotonic_ns()
-        endpoints, outcomes = [], []
+        endpoints: list[BlobEndpoint | ManagedDiskEndpoint] = []
+        outcomes: list[SnapshotResult | ManagedSnapshotResult | None] = []
         timeout = min(self.request.snapshot_timeout, self.request.max_freeze_seconds / 2)
         # One deadline for every disk: many slow disks cannot add up their timeouts.
         deadline = time.monotonic() + timeout
-        made = [BlobEndpoint(sas, timeout=timeout) for sas in self.request.disks]
+        made: list[BlobEndpoint | ManagedDiskEndpoint] = [
+            BlobEndpoint(sas, timeout=timeout) for sas in self.request.disks
+        ]
         made += [
             ManagedDiskEndpoint(target, self.request.arm, timeout=timeout)
             for target in self.request.managed_disks
@@ -335,44 +385,55 @@ class SnapshotRun:
                 endpoint.close()
                 self.log.error(f"disk {endpoint.sas.blob_url} does not answer: {exc.message}")
                 outcomes.append(_failure(endpoint, exc))
-        self.timings["connect_ms"] = _ms(start, time.monotonic_ns())
+        ms = _ms(start, time.monotonic_ns())
         if all(outcome is None for outcome in outcomes):
-            return endpoints, []
+            return Connections(endpoints, [], ms)
         not_attempted = VmSnapshotError(
             Status.error_http_failure, "Not attempted: another disk of this run did not answer."
         )
-        return endpoints, [
+        failed = [
             outcome or _failure(endpoint, not_attempted)
             for endpoint, outcome in zip(made, outcomes)
         ]
+        return Connections(endpoints, failed, ms)
 
-    def _follow_up(self, endpoints: list, snapshot_status: Status | None) -> Status | None:
+    def _follow_up(
+        self,
+        endpoints: list[BlobEndpoint | ManagedDiskEndpoint],
+        snapshot_status: Status | None,
+        *,
+        facts: RunFacts,
+    ) -> Status | None:
         """After the thaw and the post-script: follow each managed-disk snapshot's operation
         (the background copy) to its end, within snapshot_timeout; a failure found now fails
-        that disk, and a code that came from the per-disk results is worked out again."""
+        that disk, and a code that came from the per-disk results is worked out again.
+
+        Each disk's result is replaced in `facts` as it is followed, so that a run interrupted
+        in the follow-up still reports what was found."""
         managed = [e for e in endpoints if isinstance(e, ManagedDiskEndpoint) and e.result]
         if not managed or snapshot_status is None:
             return snapshot_status
         start = time.monotonic_ns()
-        derived = snapshot_status == snapshot_status_for(self.snapshots)
+        snapshots = facts.snapshots
+        derived = snapshot_status == snapshot_status_for(snapshots)
         deadline = time.monotonic() + self.request.snapshot_timeout
         for endpoint in managed:
-            for index, result in enumerate(self.snapshots):
+            for index, result in enumerate(snapshots):
                 if result is endpoint.result:
-                    followed = self.snapshots[index] = endpoint.follow_up(deadline=deadline)
+                    followed = snapshots[index] = endpoint.follow_up(deadline=deadline)
                     if not followed.ok:
                         self.log.error(f"disk {endpoint.sas.blob_url}: {followed.error}")
-        self.timings["follow_up_ms"] = _ms(start, time.monotonic_ns())
-        return snapshot_status_for(self.snapshots) if derived else snapshot_status
+        facts.timings["follow_up_ms"] = _ms(start, time.monotonic_ns())
+        return snapshot_status_for(snapshots) if derived else snapshot_status
 
-    def _phase(self, name: str, runner, precheck):
+    def _phase(
+        self, name: str, runner: Callable[..., _prepost.PhaseResult], precheck: _prepost.Precheck
+    ) -> PhaseRun:
         start = time.monotonic_ns()
         result = runner(precheck, on_start=self._note_script)
-        self.timings[f"{name}_ms"] = _ms(start, time.monotonic_ns())
-        self.scripts[name] = result.as_dict()
+        ms = _ms(start, time.monotonic_ns())
         for warning in result.warnings:
             self.log.warning(warning)
-            self.warnings.append(warning)
         self.log.info(f"{name}-script phase: {result.status.name}")
         # The scripts' own words (their last 400 characters), so that a script that wrote errors
         # but exited 0 shows in the log.
@@ -384,9 +445,9 @@ class SnapshotRun:
                     f"stdout tail {script.stdout_tail[-400:]!r}, "
                     f"stderr tail {script.stderr_tail[-400:]!r}"
                 )
-        return result
+        return PhaseRun(name, result, ms)
 
-    def _unexpected(self, exc: Exception, precheck) -> dict:
+    def _unexpected(self, exc: Exception, precheck: _prepost.Precheck | None) -> dict:
         """The second line of defence: whatever failed, the post-scripts of a run whose
         pre-scripts were attempted still run, the status is written and a code returned."""
         if isinstance(exc, VmSnapshotError):
@@ -401,32 +462,19 @@ class SnapshotRun:
             try:
                 post = self._phase("post", _prepost.run_post, precheck)
                 self._post_done = True
+                self.facts.add_phase(post)
                 _interrupted_run.clear(self.request.state_dir)
-                message += f" The post-scripts ran: {post.message}"
+                message += f" The post-scripts ran: {post.result.message}"
             except Exception as again:  # the record stays: the next run runs them
                 message += (
                     f" The post-scripts could not run ({type(again).__name__}); the next run "
                     "runs them first."
                 )
+        outcome = Outcome(status, NONE, status, message)
         try:
-            return self._result(
-                status,
-                "none",
-                message=message,
-                snapshots=self.snapshots,
-                changed=any(s.ok for s in self.snapshots),
-            )
+            return self._result(outcome, self._publish(outcome))
         except Exception as again:
-            return {
-                "changed": any(s.ok for s in self.snapshots),
-                "consistency": "none",
-                "status_code": int(status),
-                "status_name": status.name,
-                "message": redact(
-                    f"{message} The status could not be written ({type(again).__name__})."
-                ),
-                "warnings": self.warnings,
-            }
+            return unpublished_result(outcome, self.facts, again)
 
     def _mount_points(self, freeze_enabled: bool) -> list[str]:
         if not freeze_enabled:
@@ -439,18 +487,24 @@ class SnapshotRun:
 
     def _freeze_and_snapshot(
         self,
-        endpoints: list[BlobEndpoint],
+        endpoints: list[BlobEndpoint | ManagedDiskEndpoint],
         mount_points: list[str],
         freeze_enabled: bool,
         *,
         app_quiesced: bool,
+        facts: RunFacts,
     ) -> Status:
+        """Freeze, snapshot every disk, thaw; the snapshot code.
+
+        Records in `facts` as it goes rather than on return: a signal or a failure while frozen
+        ends the run from inside this step, and its result must still tell what was armed,
+        taken and thawed.
+        """
         request = self.request
         if not mount_points:
             self.log.info("nothing to freeze" if freeze_enabled else "freeze disabled by config")
-            level = "application" if app_quiesced else "crash"
-            self._snapshot_all(endpoints, level)
-            return snapshot_status_for(self.snapshots)
+            facts.add_taken(self._snapshot_all(endpoints, APPLICATION if app_quiesced else CRASH))
+            return snapshot_status_for(facts.snapshots)
 
         if app_quiesced:
             self._refresh(endpoints)
@@ -460,7 +514,7 @@ class SnapshotRun:
             mount_points, request.max_freeze_seconds, rcu.earlier if rcu.fd >= 0 else None
         )
         timer.arm()
-        self.freeze_facts.update(
+        facts.freeze.update(
             freeze_expedited=False,
             freeze_expedite_note=rcu.reason,
             thaw_backstop=timer.backstop,
@@ -479,7 +533,7 @@ class SnapshotRun:
             rcu.close()
             timer.cancel()
             self.log.error(f"cannot prepare the freeze: {exc.message}")
-            return self._after_freeze_failure(endpoints, exc.status, app_quiesced)
+            return self._after_freeze_failure(endpoints, exc.status, facts=facts)
         self.log.info(f"freezing {', '.join(mount_points)}")
         self.log.hold()
         # The snapshot calls, retry included, must end before the guardian's deadline.
@@ -491,24 +545,24 @@ class SnapshotRun:
                 self.log.error(f"freeze failed: {exc.message}")
                 report = guardian.thaw()
                 if report.thaw_forced:  # e.g. a FIFREEZE that outlasted the deadline
-                    self.thaw_report = report
-                return self._after_freeze_failure(endpoints, exc.status, app_quiesced)
-            level = "application" if app_quiesced else "filesystem"
-            self._snapshot_all(endpoints, level, deadline)
-            self.thaw_report = guardian.thaw()
+                    facts.thaw = report
+                return self._after_freeze_failure(endpoints, exc.status, facts=facts)
+            level = APPLICATION if app_quiesced else FILESYSTEM
+            facts.add_taken(self._snapshot_all(endpoints, level, deadline))
+            facts.thaw = guardian.thaw()
         finally:
             guardian.close()
             self.log.release()
             rcu.close()
             timer.cancel()
-        report = self.thaw_report
-        self.timings.update(
+        report = facts.thaw
+        facts.timings.update(
             sync_ms=report.sync_ms,
             freeze_ms=report.freeze_ms,
             thaw_ms=report.thaw_ms,
             frozen_window_ms=report.frozen_window_ms,
         )
-        self.freeze_facts["freeze_expedited"] = report.expedited
+        facts.freeze["freeze_expedited"] = report.expedited
         self.log.info(
             f"thawed after {report.frozen_window_ms} ms (expedited: {report.expedited}, "
             f"backstop: {timer.backstop})"
@@ -520,9 +574,9 @@ class SnapshotRun:
             # Snapshots taken after the forced thaw may not be consistent: the reference calls
             # this "Snapshots are inconsistent" and fails the run.
             return Status.error
-        return snapshot_status_for(self.snapshots)
+        return snapshot_status_for(facts.snapshots)
 
-    def _refresh(self, endpoints: list[BlobEndpoint]) -> None:
+    def _refresh(self, endpoints: list[BlobEndpoint | ManagedDiskEndpoint]) -> None:
         """Renew connections the service may have dropped while the pre-script ran, so the
         frozen window does not pay for a reconnect."""
         request = self.request
@@ -538,18 +592,25 @@ class SnapshotRun:
                 )
 
     def _after_freeze_failure(
-        self, endpoints: list[BlobEndpoint], status: Status, app_quiesced: bool
+        self,
+        endpoints: list[BlobEndpoint | ManagedDiskEndpoint],
+        status: Status,
+        *,
+        facts: RunFacts,
     ) -> Status:
-        if not self.request.crash_fallback_allowed:
-            return status
-        # The reference's single-disk crash-consistent fallback (docs/reference-behaviour.md §6).
-        self.log.warning("taking a crash-consistent snapshot despite the freeze failure")
-        self._snapshot_all(endpoints, "crash")
+        if self.request.crash_fallback_allowed:
+            # The reference's single-disk crash-consistent fallback (docs/reference-behaviour.md
+            # §6).
+            self.log.warning("taking a crash-consistent snapshot despite the freeze failure")
+            facts.add_taken(self._snapshot_all(endpoints, CRASH))
         return status
 
     def _snapshot_all(
-        self, endpoints: list[BlobEndpoint], level: str, deadline: float | None = None
-    ) -> None:
+        self,
+        endpoints: list[BlobEndpoint | ManagedDiskEndpoint],
+        level: str,
+        deadline: float | None = None,
+    ) -> Taken:
         """One thread per disk, every call ending by one deadline (`deadline`, else the share of
         max_freeze_seconds or snapshot_timeout, whichever is shorter).
 
@@ -565,7 +626,7 @@ class SnapshotRun:
         metadata.update(
             {_consistency.STAMP_LEVEL_KEY: level, _consistency.STAMP_HOST_KEY: platform.node()}
         )
-        results: list[SnapshotResult | None] = [None] * len(endpoints)
+        results: list[SnapshotResult | ManagedSnapshotResult | None] = [None] * len(endpoints)
 
         def take(index: int) -> None:
             results[index] = endpoints[index].create_snapshot(metadata, deadline=deadline)
@@ -588,14 +649,21 @@ class SnapshotRun:
                         "no response: the snapshot call did not return by its deadline",
                     ),
                 )
-        self.timings["snapshot_ms"] = _ms(start, time.monotonic_ns())
-        self.snapshots = list(results)
+        return Taken(list(results), _ms(start, time.monotonic_ns()))
 
-    def _report(self, precheck, pre, post, snapshot_status, snapshots) -> dict:
+    def _decide(
+        self,
+        precheck: _prepost.Precheck,
+        pre: PhaseRun | None,
+        post: PhaseRun | None,
+        snapshot_status: Status | None,
+    ) -> Outcome:
+        """The run's outcome by the reference's failure table."""
+        snapshots = self.facts.snapshots
         outcome = _consistency.final_outcome(
             precheck_status=precheck.status,
-            pre_status=pre.status if pre else None,
-            post_status=post.status if post else None,
+            pre_status=pre.result.status if pre else None,
+            post_status=post.result.status if post else None,
             continue_on_failure=precheck.continue_on_failure,
             fs_freeze_enabled=precheck.fs_freeze_enabled,
             snapshot_status=snapshot_status,
@@ -604,77 +672,31 @@ class SnapshotRun:
             crash_fallback_allowed=self.request.crash_fallback_allowed,
         )
         self.log.info(f"result: {outcome.status.name}, {outcome.consistency}: {outcome.message}")
-        return self._result(
-            outcome.status,
-            outcome.consistency,
-            message=outcome.message,
-            health_status=outcome.health_status,
-            snapshots=snapshots,
-            changed=any(s.ok for s in snapshots),
+        return outcome
+
+    def _finish_early(self, status: Status, message: str) -> dict:
+        """An end before anything ran (a task already done, a command too old)."""
+        self.log.info(message)
+        outcome = Outcome(status, NONE, status, message)
+        return self._result(outcome, self._publish(outcome))
+
+    def _result(self, outcome: Outcome, status_file: str | None = None) -> dict:
+        """Every result of the run, from its facts; no I/O (`_publish` writes before this)."""
+        return build_result(
+            outcome, self.facts, check_mode=self.check_mode, status_file=status_file
         )
 
-    def _finish_early(self, status: Status, message: str, *, changed: bool = False) -> dict:
-        self.log.info(message)
-        return self._result(status, "none", message=message, changed=changed)
+    def _publish(self, outcome: Outcome) -> str:
+        """Write the outcome: the status file, the status blob, extension.log and the log blob.
 
-    def _result(
-        self,
-        status: Status,
-        consistency: str,
-        *,
-        message: str = "",
-        health_status: Status | None = None,
-        snapshots: list[SnapshotResult] | None = None,
-        changed: bool = False,
-    ) -> dict:
-        snapshots = snapshots or []
-        message = redact(message or describe(status).message)
-        result = {
-            "changed": changed,
-            "consistency": consistency,
-            "status_code": int(status),
-            "status_name": status.name,
-            "message": message,
-            "snapshots": [s.as_dict() for s in snapshots],
-            "frozen_mounts": self.thaw_report.frozen_mounts if self.thaw_report else [],
-            "thaw_forced": bool(self.thaw_report and self.thaw_report.thaw_forced),
-            "forced_reason": self.thaw_report.forced_reason if self.thaw_report else None,
-            **self.freeze_facts,
-            "timings": self.timings,
-            "scripts": self.scripts,
-        }
-        if not self.check_mode:
-            result["status_file"] = self._write_status(
-                status, consistency, message, health_status or status, snapshots
-            )
-            self._commit_log()
-            if self.log.write_error:
-                self.warnings.append(self.log.write_error)
-        result["warnings"] = self.warnings
-        return result
-
-    def _write_status(self, status, consistency, message, health_status, snapshots) -> str:
-        request = self.request
-        document = _status_document.build_status_document(
+        Returns the status file's path. A blob or log that cannot be written is a warning.
+        """
+        request, facts = self.request, self.facts
+        document = status_document(
+            outcome,
+            facts,
             task_id=request.task_id,
-            status=status,
-            status_text="success"
-            if status in (Status.success_appconsistent, Status.success)
-            else "error",
-            message=message,
-            consistency=consistency,
-            snapshots=[s.snapshot_info() for s in snapshots],
-            health_status=health_status,
             command_start_ticks=request.command_start_ticks,
-            telemetry={
-                "FreezeTime": self.timings.get("freeze_ms"),
-                "ThawTime": self.timings.get("thaw_ms"),
-                "snapshotTimeTaken": self.timings.get("snapshot_ms"),
-                "frozenWindowMs": self.timings.get("frozen_window_ms"),
-                "consistencyType": consistency,
-            },
-            unique_machine_id=platform.node(),
-            extension_version=EXTENSION_VERSION,
         )
         path = os.path.join(request.state_dir, "status", STATUS_FILE_NAME)
         _status_document.write_status_file(
@@ -682,30 +704,37 @@ class SnapshotRun:
         )
         if request.status_blob:
             data = _status_document.dumps_status_document(document).encode()
-            self._upload(request.status_blob, data, "status", "application/json")
+            warning = self._upload(request.status_blob, data, "status", "application/json")
+            if warning:
+                facts.warnings.append(warning)
+        self.log.flush()
+        if request.logs_blob:
+            warning = self._upload(request.logs_blob, self.log.text().encode(), "log", "text/plain")
+            if warning:
+                facts.warnings.append(warning)
+        if self.log.write_error:
+            facts.warnings.append(self.log.write_error)
         return path
 
-    def _commit_log(self) -> None:
-        self.log.flush()
-        if self.request.logs_blob:
-            self._upload(self.request.logs_blob, self.log.text().encode(), "log", "text/plain")
-
-    def _upload(self, sas: SasUri, data: bytes, what: str, content_type: str) -> None:
-        """Write a report blob; the status and the log blob share one deadline."""
+    def _upload(self, sas: SasUri, data: bytes, what: str, content_type: str) -> str | None:
+        """Write a report blob by the deadline the status and the log blob share; a warning
+        when it could not be written."""
         timeout = min(self.request.snapshot_timeout, REPORT_SECONDS)
-        deadline = getattr(self, "_report_deadline", None)
-        if deadline is None:
-            deadline = self._report_deadline = time.monotonic() + timeout
+        if self._report_deadline is None:
+            self._report_deadline = time.monotonic() + timeout
         endpoint = BlobEndpoint(sas, timeout=timeout)
         try:
-            endpoint.put_block_blob(data, content_type, deadline=deadline)
+            endpoint.put_block_blob(data, content_type, deadline=self._report_deadline)
         except VmSnapshotError as exc:
-            self.warnings.append(f"The {what} blob could not be written: {exc.message}")
+            return f"The {what} blob could not be written: {exc.message}"
         finally:
             endpoint.close()
+        return None
 
 
-def _failure(endpoint, exc: VmSnapshotError):
+def _failure(
+    endpoint: BlobEndpoint | ManagedDiskEndpoint, exc: VmSnapshotError
+) -> SnapshotResult | ManagedSnapshotResult:
     """A disk's failed result before its snapshot call, of the endpoint's kind."""
     if isinstance(endpoint, ManagedDiskEndpoint):
         return ManagedSnapshotResult.failure(endpoint.target.disk_id, exc)

@@ -8,6 +8,7 @@ import time
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._blob_rest import (
     SnapshotResult,
 )
+from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._consistency import CRASH
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._sas import parse_sas_uri
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._snapshot_run import (
     JOIN_GRACE_SECONDS,
@@ -44,10 +45,10 @@ def test_a_call_that_does_not_return_fails_its_disk_by_the_deadline():
     run = SnapshotRun(SnapshotRequest(disks=disks), check_mode=True)
     endpoints = [StuckEndpoint(sas, stuck=index == 1) for index, sas in enumerate(disks)]
     start = time.monotonic()
-    run._snapshot_all(endpoints, "crash", deadline=start + 0.3)
+    taken = run._snapshot_all(endpoints, CRASH, deadline=start + 0.3)
     took = time.monotonic() - start
     assert took < 0.3 + JOIN_GRACE_SECONDS + 0.5
-    assert [result.ok for result in run.snapshots] == [True, False, True]
-    assert run.snapshots[1].status == Status.error_http_failure
-    assert "deadline" in run.snapshots[1].error
+    assert [result.ok for result in taken.snapshots] == [True, False, True]
+    assert taken.snapshots[1].status == Status.error_http_failure
+    assert "deadline" in taken.snapshots[1].error
     assert endpoints[1].aborted.is_set()

@@ -52,7 +52,11 @@ def test_a_failure_after_the_pre_script_still_runs_the_post_script(tmp_path, mon
     monkeypatch.setattr(_prepost, "precheck", lambda *args: FakePrecheck())
     monkeypatch.setattr(_prepost, "run_pre", phase("pre", calls))
     monkeypatch.setattr(_prepost, "run_post", phase("post", calls))
-    monkeypatch.setattr(_snapshot_run.SnapshotRun, "_open_endpoints", lambda self: ([], []))
+    monkeypatch.setattr(
+        _snapshot_run.SnapshotRun,
+        "_open_endpoints",
+        lambda self: _snapshot_run.Connections([], [], 0.0),
+    )
     monkeypatch.setattr(_snapshot_run.SnapshotRun, "_mount_points", lambda self, enabled: [])
 
     def explode(self, *args, **kwargs):
