@@ -29,10 +29,12 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._blob_rest import (
     failure_status,
+    resolve,
 )
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._redact import scrub
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._status_codes import (
@@ -50,6 +52,8 @@ _MAX_ERROR_TEXT = 300
 _READ_PIECE = 16 * 1024
 # Resource Manager's own advice when an operation answer has no Retry-After.
 DEFAULT_POLL_SECONDS = 1.0
+# The shortest wait before a call is repeated: "Retry-After: 0" must not become a busy loop.
+MIN_RETRY_SECONDS = 0.2
 # Azure's answer when a disk has too many snapshots: OperationNotAllowed with a "limit" message.
 _LIMIT_WORDS = ("snapshot limit", "maximum number of", "limit of")
 _CLOSED_BY_SERVER = (
@@ -117,11 +121,19 @@ class ArmResponse:
         return short(text.rstrip(": ") + _HINTS.get(self.status, ""))
 
     def retry_after(self) -> float | None:
-        value = self.headers.get("retry-after")
+        """Retry-After in seconds (a number or an HTTP date), at least MIN_RETRY_SECONDS; None
+        when absent or unreadable (NaN, a negative number, garbage)."""
+        value = (self.headers.get("retry-after") or "").strip()
         try:
-            return max(0.0, float(value)) if value is not None else None
+            seconds = float(value)
         except ValueError:
+            try:  # a date already past means now
+                seconds = max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+            except (TypeError, ValueError, IndexError, OverflowError):
+                return None
+        if not seconds >= 0:  # NaN or negative
             return None
+        return max(MIN_RETRY_SECONDS, seconds)
 
 
 def failure_status_for(response: ArmResponse) -> Status:
@@ -179,7 +191,8 @@ class ArmConnection:
         clock = self._clock(deadline)
         self.close()
         if self._addresses is None:
-            self._addresses = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+            # In a thread, within the time left: a resolver that hangs cannot hold the call.
+            self._addresses = resolve(self.host, self.port, clock)
         error: OSError = OSError("no address to connect to")
         for address in self._addresses:
             sock = socket.socket(*address[:3])

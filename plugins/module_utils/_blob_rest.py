@@ -243,10 +243,11 @@ class _SocketView:
         return io.BufferedReader(_DeadlineReader(self._sock, self._clock))
 
 
-def _resolve(host: str, port: int, clock: _Clock) -> list:
+def resolve(host: str, port: int, clock) -> list:
     """getaddrinfo() within the time left: a resolver that hangs cannot hold the call.
 
-    Done once per endpoint, before anything is frozen; the lookup thread is a daemon.
+    Done once per endpoint, before anything is frozen; the lookup thread is a daemon. `clock`
+    is anything with `left()`: the seconds the lookup may take (raising when none are left).
     """
     found: dict = {}
 
@@ -538,7 +539,7 @@ class BlobEndpoint:
         clock.left()
         sas = self.sas
         if self._addresses is None:
-            self._addresses = _resolve(sas.host, sas.port, clock)
+            self._addresses = resolve(sas.host, sas.port, clock)
         if sas.scheme == "https":
             if self._ssl_context is None:
                 self._ssl_context = ssl.create_default_context()

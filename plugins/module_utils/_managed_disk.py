@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import string
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -62,12 +63,44 @@ SNAPSHOT_ID = re.compile(
 SNAPSHOT_NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 RESOURCE_GROUP = re.compile(r"^[-\w._()]{1,90}$")
 DEFAULT_NAME_PATTERN = "{disk}-{time}"
+_NAME_FIELDS = ("disk", "time", "task_id")
+# A name pattern longer than this cannot give a name of at most 80 characters anyway.
+MAX_NAME_PATTERN = 200
 MAX_TAGS = 50
+# Azure's limits on tags: a name of at most 512 characters without < > % & \ ? /, a value of
+# at most 256; neither may hold a control character (a NUL would end up in the request).
+_TAG_NAME = re.compile(r"[^<>%&\\?/\x00-\x1f\x7f]{1,512}")
+_TAG_VALUE = re.compile(r"[^\x00-\x1f\x7f]{0,256}")
+# Not in a resource ID: what would end the request target's path or smuggle a control.
+_NOT_IN_AN_ID = re.compile(r"[\x00-\x20\x7f?#%]")
 TERMINAL = ("Succeeded", "Failed", "Canceled")
 
 
 def _bad(message: str) -> VmSnapshotError:
     return VmSnapshotError(Status.error_parameter, message)
+
+
+def _shown(value: str) -> str:
+    """A value for an error message: quoted, at most 100 characters of it."""
+    return repr(value) if len(value) <= 100 else f"{value[:100]!r}… ({len(value)} characters)"
+
+
+def _name_from(pattern: str, values: dict[str, str]) -> str | None:
+    """`pattern` with its fields filled, or None when it uses anything but plain {disk},
+    {time}, {task_id}: str.format() would follow {disk.__class__} or {disk[0]}, and a width
+    such as {disk:>99999999} builds a 100 MB string."""
+    if len(pattern) > MAX_NAME_PATTERN:
+        return None
+    try:
+        parts = list(string.Formatter().parse(pattern))
+    except ValueError:
+        return None
+    name = []
+    for literal, field_name, spec, conversion in parts:
+        if field_name is not None and (field_name not in _NAME_FIELDS or spec or conversion):
+            return None
+        name.append(literal + (values[field_name] if field_name is not None else ""))
+    return "".join(name)
 
 
 @dataclass(frozen=True)
@@ -108,34 +141,58 @@ def targets_from_params(params: dict, *, now: datetime | None = None) -> list[Ma
     for index, entry in enumerate(params.get("managed_disks") or []):
         what = f"managed_disks[{index}]"
         match = DISK_ID.match(str(entry.get("id") or ""))
-        if not match:
+        if not match or _NOT_IN_AN_ID.search(match.group(0)):
             raise _bad(
                 f"{what}.id must be a managed disk's resource ID, /subscriptions/<id>/"
                 "resourceGroups/<group>/providers/Microsoft.Compute/disks/<name>."
             )
         group = entry.get("snapshot_resource_group") or match.group("rg")
         if not RESOURCE_GROUP.fullmatch(group) or group.endswith("."):
-            raise _bad(f"{what}.snapshot_resource_group {group!r} is not a resource group name.")
-        pattern = entry.get("snapshot_name") or DEFAULT_NAME_PATTERN
-        try:
-            name = pattern.format(disk=match.group("name"), time=stamp, task_id=task_id)
-        except (KeyError, IndexError, ValueError):
             raise _bad(
-                f"{what}.snapshot_name {pattern!r} may use only {{disk}}, {{time}} and {{task_id}}."
-            ) from None
+                f"{what}.snapshot_resource_group {_shown(group)} is not a resource group name."
+            )
+        pattern = entry.get("snapshot_name") or DEFAULT_NAME_PATTERN
+        fields = {"disk": match.group("name"), "time": stamp, "task_id": task_id}
+        name = _name_from(pattern, fields)
+        if name is None:
+            raise _bad(
+                f"{what}.snapshot_name {_shown(pattern)} may use only {{disk}}, {{time}} and "
+                "{task_id}, without a format or conversion."
+            )
         if not SNAPSHOT_NAME.fullmatch(name):
             raise _bad(
-                f"{what}.snapshot_name gives {name!r}: a snapshot name has 1-80 letters, "
+                f"{what}.snapshot_name gives {_shown(name)}: a snapshot name has 1-80 letters, "
                 "digits, '_' or '-'."
             )
         if (group.lower(), name.lower()) in names:
             raise _bad(f"{what}: two disks would get the snapshot name {name!r} in {group}.")
         names.add((group.lower(), name.lower()))
-        tags = {str(k): str(v) for k, v in (entry.get("tags") or {}).items()}
-        if len(tags) > MAX_TAGS - 4:
-            raise _bad(f"{what}.tags: at most {MAX_TAGS - 4} tags (the run adds its own).")
+        tags = _tags(entry.get("tags") or {}, what)
         targets.append(ManagedDiskTarget(match.group(0), group, name, tags))
     return targets
+
+
+def _tags(given: dict, what: str) -> dict[str, str]:
+    """Tags as Azure takes them: text names and scalar values, within Azure's limits."""
+    if len(given) > MAX_TAGS - 4:
+        raise _bad(f"{what}.tags: at most {MAX_TAGS - 4} tags (the run adds its own).")
+    tags = {}
+    for name, value in given.items():
+        if isinstance(value, (dict, list, tuple, set)) or value is None:
+            raise _bad(f"{what}.tags: the value of {_shown(str(name))} must be text or a number.")
+        text = str(value)
+        if (
+            not isinstance(name, str)
+            or not _TAG_NAME.fullmatch(name)
+            or not _TAG_VALUE.fullmatch(text)
+        ):
+            raise _bad(
+                f"{what}.tags: {_shown(str(name))} is not a valid tag (a name of 1-512 "
+                "characters without < > % & \\ ? /, a value of at most 256, no control "
+                "characters)."
+            )
+        tags[name] = text
+    return tags
 
 
 def settings_from_params(params: dict) -> ArmSettings:
@@ -438,6 +495,7 @@ def with_managed_disks(request, params: dict):
     """The snapshot run's request with the `managed_disks` option and its connection added."""
     if not params.get("managed_disks"):
         return request
-    return dataclasses.replace(
-        request, managed_disks=targets_from_params(params), arm=settings_from_params(params)
-    )
+    # The settings first: they register the access token, which a disk's ID or name in an
+    # error message could hold.
+    settings = settings_from_params(params)
+    return dataclasses.replace(request, managed_disks=targets_from_params(params), arm=settings)
