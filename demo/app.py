@@ -16,6 +16,13 @@ import time
 from pathlib import Path
 
 
+def publish(path: Path, text: str) -> None:
+    """Replace ``path`` in one step: a reader never sees it empty or half written."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--control", required=True, type=Path)
@@ -34,7 +41,7 @@ def main() -> None:
                 ledger.flush()
                 os.fsync(ledger.fileno())
             held = time.monotonic()
-            (control / "quiesced").write_text(f"{number}\n")
+            publish(control / "quiesced", f"{number}\n")
             while (control / "quiesce").exists():
                 time.sleep(0.005)
             (control / "quiesced").unlink()
@@ -49,7 +56,7 @@ def main() -> None:
         if number % 50 == 0:
             for ledger in ledgers:
                 ledger.flush()
-            (control / "count").write_text(f"{number}\n")
+            publish(control / "count", f"{number}\n")
         time.sleep(0.001)
 
 

@@ -4,7 +4,8 @@ Usage: proof.py WORK_DIR
 
 WORK_DIR holds the records of the source disks (disk<N>.json, from blobdisk.py up) and of the
 restored disks, attached but not mounted (disk<N>-restored.json). The proof holds when
-- the status blob says application-consistent, and each disk has one snapshot, stamped so;
+- the status blob says application-consistent, and each disk has one snapshot, stamped so (the
+  frozen window it reports is printed beside the snapshot calls inside it, not judged);
 - the application says it was held at record N (events.log: "held at record N for T ms");
 - each restored filesystem is clean (ext4: e2fsck -fn on the restored disk as it is; xfs: its
   log replayed by a mount, as on any boot after a freeze, then xfs_repair -n) and mounts;
@@ -68,6 +69,23 @@ def ledger_problem(restored: bytes, live: bytes, held_at: int) -> str:
     return ""
 
 
+def frozen_window(telemetry: dict) -> str:
+    """The window as the status blob reports it, beside the snapshot calls made inside it."""
+    try:
+        window, freeze, calls, thaw = (
+            float(telemetry[key])
+            for key in ("frozenWindowMs", "FreezeTime", "snapshotTimeTaken", "ThawTime")
+        )
+    except (KeyError, TypeError, ValueError):
+        return f"frozen window: not in the status blob's telemetry ({sorted(telemetry)})"
+    return (
+        f"frozen window {window:.1f} ms: freeze {freeze:.1f}, snapshot calls {calls:.1f},"
+        f" thaw {thaw:.1f} (window / calls {window / calls:.2f})"
+        if calls > 0
+        else f"frozen window {window:.1f} ms, no snapshot calls timed"
+    )
+
+
 def main() -> int:
     work = Path(sys.argv[1])
     failures = []
@@ -79,6 +97,7 @@ def main() -> int:
     )
     if status["consistency"] != "application":
         failures.append("status blob")
+    print(frozen_window(status["telemetry"]))
     sources = sorted(work.glob("disk[0-9].json"))
     for source in sources:
         container, name = json.loads(source.read_text())["blob_url"].rsplit("/", 2)[-2:]
