@@ -33,6 +33,7 @@ from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._blob_rest import (
+    checked_timeout,
     failure_status,
     resolve,
 )
@@ -181,7 +182,7 @@ class ArmConnection:
         self.host = parts.hostname
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
         self.origin = f"{parts.scheme}://{parts.netloc}".lower()
-        self.timeout = timeout
+        self.timeout = checked_timeout(timeout)
         self._ssl_context = ssl_context
         self._addresses: list | None = None
         self._conn: http.client.HTTPConnection | None = None

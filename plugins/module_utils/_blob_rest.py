@@ -50,6 +50,9 @@ X_MS_VERSION = "2021-12-02"
 SNAPSHOT_COUNT_EXCEEDED = "The snapshot count against this blob has been exceeded"
 SNAPSHOT_RATE_EXCEEDED = "The rate of snapshot blob calls is exceeded"
 _MAX_ERROR_TEXT = 300
+# A call's timeout: what a socket can wait for (an infinite or NaN one fails deep in the
+# socket layer with an OverflowError or ValueError).
+MAX_TIMEOUT_SECONDS = 86400.0
 # Storage error bodies are a few hundred bytes; nothing we call answers with more.
 MAX_BODY_BYTES = 64 * 1024
 _SEND_PIECE = 64 * 1024
@@ -188,6 +191,18 @@ class _Response:
         code = self.headers.get("x-ms-error-code") or (code_match.group(1) if code_match else "")
         message = message_match.group(1).strip() if message_match else self.reason
         return _short(f"HTTP {self.status} {code}: {message}".replace(" :", ":"))
+
+
+def checked_timeout(timeout: float, what: str = "timeout") -> float:
+    """`timeout` if it is a number of seconds above 0 and at most a day; VmSnapshotError (11)."""
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise VmSnapshotError(Status.error_parameter, f"{what} must be a number of seconds.")
+    if not 0 < timeout <= MAX_TIMEOUT_SECONDS:  # also NaN and infinity
+        raise VmSnapshotError(
+            Status.error_parameter,
+            f"{what} must be above 0 and at most {MAX_TIMEOUT_SECONDS:g} seconds, not {timeout}.",
+        )
+    return float(timeout)
 
 
 def _short(text: str) -> str:
@@ -360,7 +375,7 @@ class BlobEndpoint:
         self, sas: SasUri, *, timeout: float, ssl_context: ssl.SSLContext | None = None
     ) -> None:
         self.sas = sas
-        self.timeout = timeout
+        self.timeout = checked_timeout(timeout)
         self._ssl_context = ssl_context
         self._addresses: list | None = None
         self._conn: http.client.HTTPConnection | None = None
