@@ -159,6 +159,10 @@ def echo_spellings(target: str) -> dict[str, str]:
     }
 
 
+def _has_length(headers: dict) -> bool:
+    return any(key.lower() == "content-length" for key in headers)
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
@@ -233,7 +237,8 @@ class FaultProxy:
                 self.send_response(status)
                 for key, value in headers.items():
                     self.send_header(key, value)
-                self.send_header("Content-Length", str(len(body)))
+                if self.command != "HEAD" or not _has_length(headers):
+                    self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 if self.command == "HEAD":
                     return
@@ -312,11 +317,12 @@ class FaultProxy:
             upstream.request(method, path, body=body, headers=headers)
             response = upstream.getresponse()
             data = response.read()
-            passed = {
-                k: v
-                for k, v in response.getheaders()
-                if k.lower() not in ("content-length", "transfer-encoding", "connection")
-            }
+            # HEAD keeps the length of the body it describes (a blob's size); for any other
+            # method the proxy sends the length of the body it passes on.
+            dropped = ("transfer-encoding", "connection")
+            if method != "HEAD":
+                dropped += ("content-length",)
+            passed = {k: v for k, v in response.getheaders() if k.lower() not in dropped}
             return response.status, passed, data
         finally:
             upstream.close()
