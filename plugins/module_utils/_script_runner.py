@@ -32,6 +32,8 @@
   which records it with the interrupted run, and ``end_group`` ends what is left of that group
   and session - never a reused pid, since the start time must match while the leader lives,
   and the kernel does not reuse a pid still naming a live group or session.
+* Each attempt starts with every signal at its default and none blocked: what the module
+  ignores while it finishes an interrupted run is not inherited by the post-script.
 * Success is exit code 0 only; a negative exit code means the script died of that signal.
 """
 
@@ -158,10 +160,26 @@ def end_group(leader: int, started: int) -> str | None:
     return f"{ended}; {leftover}" if leftover else ended
 
 
+def _default_signals() -> None:
+    """Every signal back to its default and none blocked, as in a fresh process.
+
+    The module ignores a second SIGINT/SIGTERM while it finishes an interrupted run, and an
+    ignored signal stays ignored across exec: a post-script run then, and every helper it
+    starts, would ignore the SIGTERM that is meant to stop them.
+    """
+    for signum in signal.valid_signals():
+        if signum not in (signal.SIGKILL, signal.SIGSTOP):
+            with contextlib.suppress(OSError, ValueError):  # signals the C library keeps
+                signal.signal(signum, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+
+
 def _die_with_parent(parent: int) -> Callable[[], None]:
-    """A preexec function: SIGKILL this child when the module dies (see the docstring)."""
+    """A preexec function: default signals, and SIGKILL this child when the module dies (see
+    the docstring)."""
 
     def preexec() -> None:
+        _default_signals()
         if _PRCTL is not None:
             _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != parent:  # the module died before the death signal was set
