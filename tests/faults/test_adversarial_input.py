@@ -68,3 +68,53 @@ def test_managed_disk_restore_refuses_an_odd_timeout(figures, arm_standin, tmp_p
         case.check(TRACEBACK not in process.stdout + process.stderr, "a traceback")
         case.check(result and result.get("status_code") == 11, summary(result))
         case.check(len(arm_standin.requests()) == before, "Resource Manager was called")
+
+
+# Option values a YAML file or a survey can carry that no path or header can hold. (A NUL in
+# config_path or host_config_path is a configuration not found, 316/313, as the reference
+# does for a missing one; in freeze_mounts it is 123, not a mount point: both documented.)
+HOSTILE_OPTIONS = {
+    "state_dir with a NUL": {"state_dir": "/tmp/st\u0000ate"},
+    "log_dir with a NUL": {"log_dir": "/tmp/lo\u0000gs"},
+    "task_id with a NUL": {"task_id": "task\u0000id"},
+    "task_id with a line break": {"task_id": "task\r\nx-ms-meta-evil: 1"},
+    "task_id of 100000 characters": {"task_id": "t" * 100000},
+    "backup_metadata value that is a dict": {"backup_metadata": {"k": {"a": 1}}},
+    "backup_metadata value that is a list": {"backup_metadata": {"k": [1, 2]}},
+}
+# The causes live in plugins/module_utils/_snapshot_options.py (PLAYBOOKS), requests-REDTEAM.md
+# item 2; each case passes once the options are checked there.
+OPTIONS_NOT_CHECKED = pytest.mark.xfail(
+    strict=True,
+    reason="_snapshot_options.py does not refuse NUL/CR/LF, a huge task_id, non-scalar "
+    "metadata (requests-REDTEAM.md, item 2)",
+)
+
+
+@pytest.mark.parametrize(
+    "option",
+    [pytest.param(name, marks=OPTIONS_NOT_CHECKED) for name in HOSTILE_OPTIONS],
+)
+def test_snapshot_refuses_hostile_option_values_before_anything_runs(
+    figures, app, blob_disks, azurite, loop_ext4, run_dirs, tmp_path, option
+):
+    scenario = figures.scenario(
+        "hostile-option-values", "input",
+        "NULs, line breaks, 100000 characters, nested values in the snapshot module's options",
+    )  # fmt: skip
+    with scenario.case(option) as case:
+        disk = blob_disks(1)[0]
+        args = {
+            "disks": [disk.sas],
+            "config_path": app.config_location,
+            "freeze_mounts": [loop_ext4.mount_point],
+            **run_dirs,
+            **HOSTILE_OPTIONS[option],
+        }
+        result, process = run_module_process(args, tmp_path, timeout=60)
+        case.module_output(process)
+        case.check(result and result.get("status_code") == 11, summary(result))
+        case.check(len(process.stdout) < 20000, f"{len(process.stdout)} bytes of output")
+        case.check(app.entries() == [], f"scripts ran: {app.entries()}")
+        held = len(azurite.list_snapshots(disk.container, disk.name))
+        case.check(held == 0, f"{held} snapshot(s) taken")
