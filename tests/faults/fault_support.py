@@ -1,8 +1,9 @@
 """Shared pieces of the fault suite.
 
-* ``App``: the application under test. Its pre-script starts a helper that holds the
-  application's lock (as a database quiesce helper does) and its post-script stops the helper;
-  the helper gives up by itself after ``helper_seconds``. A journal records every script start.
+* ``App``: the application under test, a script set of tests/harness/scriptset.py. Its
+  pre-script starts a helper that holds the application's lock (as a database quiesce helper
+  does) and its post-script stops the helper; the helper gives up by itself after
+  ``helper_seconds``. A journal records every script start and end.
 * ``FreezeMeter``: how long writes to a filesystem were blocked, measured from outside the
   module by a thread that rewrites one byte every 2 ms (a frozen filesystem blocks the write).
 * ``ModuleProcess``: the snapshot module as a process that a test can kill at any point.
@@ -33,6 +34,7 @@ from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._status_d
     parse_status_document,
 )
 from harness.modules import module_command, module_env, write_args
+from harness.scriptset import ScriptSet
 
 REPO = Path(__file__).resolve().parents[2]
 OUTPUT = REPO / "tests" / "output" / "faults"
@@ -67,7 +69,7 @@ echo "post-end" >> "$dir/journal"
 """
 
 
-class App:
+class App(ScriptSet):
     """Pre/post scripts, their configuration and the application's lock, in `directory`.
 
     For a namespace host, `directory` is the path seen from this machine (through
@@ -87,65 +89,19 @@ class App:
         retries: int = 0,
         inside: Path | None = None,
     ) -> None:
-        directory.mkdir(mode=0o700, exist_ok=True)
-        self.dir = directory
-        self.inside = inside or directory
-        self.journal = directory / "journal"
         self.lock = directory / "app.lock"
-        self.pre = directory / "pre-script.sh"
-        self.post = directory / "post-script.sh"
-        self.config_path = directory / "VMSnapshotScriptPluginConfig.json"
-        for path, template, extra in (
-            (self.pre, PRE_SCRIPT, pre_extra),
-            (self.post, POST_SCRIPT, post_extra),
-        ):
-            self.write_script(
-                path, template.format(dir=self.inside, helper_seconds=helper_seconds, extra=extra)
-            )
-        self.write_config(
-            {
-                "pluginName": "ScriptRunner",
-                "preScriptLocation": str(self.inside / self.pre.name),
-                "postScriptLocation": str(self.inside / self.post.name),
-                "preScriptParams": ["pre"],
-                "postScriptParams": ["post"],
-                "preScriptNoOfRetries": retries,
-                "postScriptNoOfRetries": retries,
-                "timeoutInSeconds": timeout,
-                "continueBackupOnFailure": continue_on_failure,
-                "fsFreezeEnabled": freeze,
-            }
+        seen = inside or directory  # the directory as the scripts see it
+        super().__init__(
+            directory,
+            PRE_SCRIPT.format(dir=seen, helper_seconds=helper_seconds, extra=pre_extra),
+            POST_SCRIPT.format(dir=seen, helper_seconds=helper_seconds, extra=post_extra),
+            params=(["pre"], ["post"]),
+            retries=retries,
+            timeout=timeout,
+            continue_on_failure=continue_on_failure,
+            freeze=freeze,
+            inside=inside,
         )
-
-    @staticmethod
-    def write_script(path: Path, text: str, mode: int = 0o700) -> None:
-        """Replace the script atomically (a new inode, as an editor or a package would)."""
-        temporary = path.with_name(f".{path.name}.new")
-        temporary.write_text(text)
-        temporary.chmod(mode)
-        os.replace(temporary, path)
-
-    def write_config(self, config: Any, raw: bytes | None = None) -> None:
-        data = raw if raw is not None else json.dumps(config).encode()
-        self.config_path.write_bytes(data)
-        self.config_path.chmod(0o600)
-
-    @property
-    def config_location(self) -> str:
-        """The configuration's path as the module sees it."""
-        return str(self.inside / self.config_path.name)
-
-    def entries(self) -> list[str]:
-        """The journal's first words: pre-start, pre-end, post-start, post-end, ..."""
-        if not self.journal.exists():
-            return []
-        return [line.split()[0] for line in self.journal.read_text().splitlines() if line]
-
-    def count(self, entry: str) -> int:
-        return self.entries().count(entry)
-
-    def scripts_ran(self) -> bool:
-        return bool(self.entries())
 
     def pre_scripts_done(self, timeout: float = 5.0) -> bool:
         """Wait until every pre-script that started has ended: finished, or killed with its

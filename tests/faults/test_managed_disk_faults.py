@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 from fault_support import ModuleProcess, run_module_process, wait_for
-from system.snapshot_support import writable_within, write_prepost
+from system.snapshot_support import writable_within
 
 from harness.modules import run_playbook
+from harness.scriptset import write_prepost
 
 DEADLINE = 2  # max_freeze_seconds of these runs
 BOUND = DEADLINE + 1.0

@@ -1,4 +1,5 @@
-"""Shared pieces of the snapshot system tests: script sets, writers, frozen-state probes."""
+"""Shared pieces of the snapshot system tests: writers and frozen-state probes (script sets:
+tests/harness/scriptset.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 WRITER = r"""
@@ -24,53 +24,6 @@ gaps = [b - a for a, b in zip(stamps, stamps[1:])]
 with open(out, "w") as handle:
     json.dump({"writes": len(stamps), "max_gap_ms": max(gaps) * 1000}, handle)
 """
-
-
-@dataclass
-class ScriptSet:
-    """A pre/post script pair and their configuration, written the way the role deploys them."""
-
-    config_path: Path
-    journal: Path
-
-    def entries(self) -> list[str]:
-        return self.journal.read_text().split() if self.journal.exists() else []
-
-
-def write_prepost(
-    directory: Path,
-    *,
-    pre: str = "exit 0",
-    post: str = "exit 0",
-    timeout: int = 30,
-    continue_on_failure: bool = True,
-    freeze: bool = True,
-) -> ScriptSet:
-    """Root-owned 0700 scripts and a 0600 config in `directory` (which must be root's, 0700)."""
-    directory.mkdir(mode=0o700, exist_ok=True)
-    journal = directory / "journal"
-    scripts = {}
-    for phase, body in (("pre", pre), ("post", post)):
-        path = directory / f"{phase}-script.sh"
-        path.write_text(f'#!/bin/sh\necho {phase} >> "{journal}"\n{body}\n')
-        path.chmod(0o700)
-        scripts[phase] = str(path)
-    config = {
-        "pluginName": "ScriptRunner",
-        "preScriptLocation": scripts["pre"],
-        "postScriptLocation": scripts["post"],
-        "preScriptParams": [],
-        "postScriptParams": [],
-        "preScriptNoOfRetries": 0,
-        "postScriptNoOfRetries": 0,
-        "timeoutInSeconds": timeout,
-        "continueBackupOnFailure": continue_on_failure,
-        "fsFreezeEnabled": freeze,
-    }
-    config_path = directory / "VMSnapshotScriptPluginConfig.json"
-    config_path.write_text(json.dumps(config))
-    config_path.chmod(0o600)
-    return ScriptSet(config_path, journal)
 
 
 def start_writer(mount_point: str, report: Path, seconds: float) -> subprocess.Popen:

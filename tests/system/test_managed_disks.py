@@ -21,7 +21,8 @@ from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._status_d
 )
 from harness.blobdisk import attach_blob_disk
 from harness.modules import run_module
-from snapshot_support import writable_within, write_prepost
+from harness.scriptset import write_prepost
+from snapshot_support import writable_within
 
 pytestmark = pytest.mark.root
 

@@ -11,7 +11,7 @@ import pytest
 
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils import _fleet
 from harness.modules import run_module
-from snapshot_support import write_prepost
+from harness.scriptset import write_prepost
 
 pytestmark = pytest.mark.root
 

@@ -19,7 +19,8 @@ import pytest
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils import _snapshot_run
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._sas import parse_sas_uri
 from harness.modules import run_playbook
-from snapshot_support import writable_within, write_prepost
+from harness.scriptset import write_prepost
+from snapshot_support import writable_within
 
 pytestmark = pytest.mark.root
 

@@ -24,12 +24,8 @@ from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._status_d
 )
 from harness.faultproxy import FaultProxy, Rule, is_snapshot
 from harness.modules import module_command, module_env, run_module, write_args
-from snapshot_support import (
-    start_writer,
-    writable_within,
-    write_prepost,
-    writer_report,
-)
+from harness.scriptset import write_prepost
+from snapshot_support import start_writer, writable_within, writer_report
 
 pytestmark = pytest.mark.root
 
