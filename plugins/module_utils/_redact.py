@@ -17,6 +17,7 @@ API (also for other module_utils, e.g. bearer tokens of Resource Manager calls):
                              # replaced by REDACTED
     scrub_obj(obj) -> obj    # the same over dicts, lists, tuples (keys too) and strings
     guard_module(module)     # an AnsibleModule whose exit_json/fail_json/warn scrub first
+    scrubbing_module(AnsibleModule, **spec)  # the same, also for its constructor's errors
 
 Register a bearer token as soon as it is received (``register(token)``), before it is used or
 logged; values shorter than ``MIN_SECRET_LENGTH`` are ignored (they would blank common words).
@@ -95,6 +96,8 @@ _FALLBACK: tuple[tuple[Pattern[str], str], ...] = (
     ),
     (re.compile(r"(?i)\b(SharedKey(?:Lite)?\s+[^\s:\"']+:)([^\s\"'<>\\,;]+)"), rf"\g<1>{REDACTED}"),
     (re.compile(r"(?i)\b(Bearer\s+)(?!REDACTED)([A-Za-z0-9._~+/=-]{8,})"), rf"\g<1>{REDACTED}"),
+    # A JSON Web Token (what Entra ID and the metadata service hand out), wherever it stands.
+    (re.compile(r"\beyJ[A-Za-z0-9_-]{6,}\.[A-Za-z0-9_-]{6,}\.[A-Za-z0-9_-]{6,}"), REDACTED),
 )
 
 # A run that may hold a piece of a signature, in any of its spellings.
@@ -311,6 +314,42 @@ def _scrubbing(function: Callable[..., Any]) -> Callable[..., Any]:
         return function(*scrub_obj(args), **scrub_obj(kwargs))
 
     return call
+
+
+def scrubbing_module(module_class: type, **kwargs: Any) -> Any:
+    """`module_class(**kwargs)` (an AnsibleModule) whose every output is scrubbed, also what its
+    constructor prints: an argument error shows the raw arguments (`invocation.module_args`),
+    and a misspelt option's value is under no `no_log`. Use it in place of the constructor and
+    of `guard_module()`.
+    """
+
+    class Scrubbing(module_class):
+        def exit_json(self, **result: Any) -> None:
+            super().exit_json(**self._scrubbed(result))
+
+        def fail_json(self, msg: str, **result: Any) -> None:
+            super().fail_json(**self._scrubbed({"msg": msg, **result}))
+
+        def warn(self, warning: str) -> None:
+            super().warn(scrub(warning))
+
+        def deprecate(self, msg: str, *args: Any, **more: Any) -> None:
+            super().deprecate(scrub(msg), *args, **more)
+
+        def _scrubbed(self, result: dict) -> dict:
+            params = getattr(self, "params", None)
+            if "invocation" not in result and isinstance(params, dict):
+                for name, value in params.items():  # by name: a misspelt access_token
+                    if _SECRET_NAME.search(str(name)) and isinstance(value, str):
+                        register(value)
+                result["invocation"] = {"module_args": params}
+            return scrub_obj(result)
+
+    return Scrubbing(**kwargs)
+
+
+# An option whose name says it holds a secret, known or misspelt.
+_SECRET_NAME = re.compile(r"(?i)token|secret|passw|credential|signature|account_?key")
 
 
 def guard_module(module: Any) -> Any:

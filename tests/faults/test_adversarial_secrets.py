@@ -332,3 +332,68 @@ def test_a_hostile_error_body_while_frozen_does_not_hold_the_run(
         case.check(app.lock_free(), "the application's lock is still held")
         case.check((tmp_path / "state/status/last.status").exists(), "no status file")
         _check_outputs(case, process, tmp_path, azurite, {}, secrets)
+
+
+MISSPELT_TOKEN = (
+    "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.eyJhdWQiOiJodHRwczovL21hbmFnZW1lbnQuYXp1cmUuY29tLyJ9."
+    "c2lnbmF0dXJlLXBhcnQtb2YtdGhlLXRva2Vu"
+)
+
+
+def _misspelt_options(sas: str) -> dict:
+    """Options a typo turns into unknown ones: no no_log covers their values."""
+    sig = signature_of(sas)
+    return {
+        "acces_token": MISSPELT_TOKEN,
+        "token": MISSPELT_TOKEN[::-1],
+        "dissks": [sas.replace("sig=", "SIG=")],
+        "status_blob": sas.replace(f"sig={sig}", f"%73ig={sig}"),
+    }
+
+
+def test_scrubbing_module_hides_misspelt_options(capsys, monkeypatch):
+    """`_redact.scrubbing_module`: the constructor's own "Unsupported parameters" failure
+    shows the raw arguments; none of their secrets may be in it."""
+    from ansible.module_utils import basic
+
+    sas = "https://a.blob.core.windows.net/c/b?sv=2021-12-02&sp=rw&sig=QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo%3D"
+    args = {"disks": [sas], **_misspelt_options(sas)}
+    monkeypatch.setattr(basic, "_ANSIBLE_ARGS", json.dumps({"ANSIBLE_MODULE_ARGS": args}).encode())
+    monkeypatch.setattr(basic, "_ANSIBLE_PROFILE", "legacy", raising=False)
+    _redact.forget_all()
+    try:
+        with pytest.raises(SystemExit):
+            _redact.scrubbing_module(
+                basic.AnsibleModule,
+                argument_spec={"disks": {"type": "list", "elements": "str", "no_log": True}},
+            )
+    finally:
+        _redact.forget_all()
+    out = capsys.readouterr().out
+    assert "Unsupported parameters" in out, out[:500]
+    assert not deep_leaks(out, ["QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo=", MISSPELT_TOKEN]), out
+    assert MISSPELT_TOKEN[::-1] not in out  # by its option's name
+
+
+# plugins/modules/*.py construct AnsibleModule directly (PLAYBOOKS owns snapshot.py):
+# requests-REDTEAM.md, item 3.
+@pytest.mark.xfail(
+    strict=True,
+    reason="snapshot.py builds AnsibleModule directly, not through _redact.scrubbing_module "
+    "(requests-REDTEAM.md, item 3)",
+)
+def test_misspelt_options_carrying_secrets_are_not_echoed(figures, blob_disks, tmp_path):
+    scenario = figures.scenario(
+        "misspelt-secret-options", "secrets",
+        "a token and SAS URIs in misspelt options (ansible-core echoes unknown options)",
+    )  # fmt: skip
+    with scenario.case("acces_token, token, dissks, status_blob") as case:
+        disk = blob_disks(1)[0]
+        args = {"disks": [disk.sas], **_misspelt_options(disk.sas)}
+        result, process = run_module_process(args, tmp_path, timeout=60)
+        case.check(result and result.get("failed"), summary(result))
+        for name, text in {"stdout": process.stdout, "stderr": process.stderr}.items():
+            hits = deep_leaks(text, [unquote(signature_of(disk.sas)), MISSPELT_TOKEN])
+            if hits or MISSPELT_TOKEN[::-1] in text:
+                case.scenario.secrets += len(hits) or 1
+                case.failures.append(f"{name}: {hits[:3]}")
