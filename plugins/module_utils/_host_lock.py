@@ -18,6 +18,11 @@ guards that directory's files when two network namespaces share it.
 
 Unlike the reference, whose lock is advisory (it freezes even when it could not take it), a run
 that cannot take the lock stops before doing anything.
+
+An abstract name has no owner or mode: any local user can bind it first and so refuse every
+run. A run needs root, so a holder that is not root is not a run: then the host lock is an
+exclusive ``flock`` on ``SQUATTED_LOCK_PATH`` instead (in ``/run``, where only root creates
+files), which every run of the same mount namespace shares.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._status_c
 
 LOCK_FILE_NAME = "snapshot.lock"
 HOST_LOCK_NAME = b"\0appconsistent.vmsnapshot.host-lock"
+# The host lock while an unprivileged process holds HOST_LOCK_NAME.
+SQUATTED_LOCK_PATH = "/run/appconsistent.vmsnapshot.host.lock"
 
 
 def _holder_pid(name: bytes) -> str:
@@ -68,11 +75,23 @@ def _holder_pid(name: bytes) -> str:
     return "unknown"
 
 
+def _owned_by_root(pid: str) -> bool:
+    """The process is root's (or cannot be looked at: then it counts as a run)."""
+    try:
+        return os.stat(f"/proc/{int(pid)}").st_uid == 0
+    except (OSError, ValueError):
+        return True
+
+
 class HostLock:
-    def __init__(self, state_dir: str, name: bytes = HOST_LOCK_NAME) -> None:
+    def __init__(
+        self, state_dir: str, name: bytes = HOST_LOCK_NAME, squatted_path: str = SQUATTED_LOCK_PATH
+    ) -> None:
         self.path = os.path.join(state_dir, LOCK_FILE_NAME)
         self.name = name
+        self.squatted_path = squatted_path
         self._fd: int | None = None
+        self._squatted_fd: int | None = None
         self._socket: socket.socket | None = None
 
     def _refused(self, holder: str, where: str) -> VmSnapshotError:
@@ -93,14 +112,39 @@ class HostLock:
                     Status.error,
                     f"The host lock cannot be taken: {exc.strerror}; this run did nothing.",
                 ) from None
-            shown = self.name.lstrip(b"\0").decode("ascii", "replace")
-            raise self._refused(_holder_pid(self.name), f"@{shown}") from None
+            holder = _holder_pid(self.name)
+            if holder == "unknown" or _owned_by_root(holder):
+                shown = self.name.lstrip(b"\0").decode("ascii", "replace")
+                raise self._refused(holder, f"@{shown}") from None
+            try:
+                self._squatted_fd = self._flock(self.squatted_path)
+            except OSError as exc:
+                raise VmSnapshotError(
+                    Status.error,
+                    f"The host lock is held by a process that is not root (pid {holder}), and "
+                    f"{self.squatted_path} cannot be used instead: {exc.strerror}; this run did "
+                    "nothing.",
+                ) from None
+            return
         self._socket = sock
+
+    def _flock(self, path: str) -> int:
+        """An exclusive flock on `path` holding our pid; refused when another run holds it."""
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise self._refused(holder, path) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        return fd
 
     def _lock_state_dir(self) -> None:
         try:
             os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self._fd = self._flock(self.path)
         except OSError as exc:
             # The reference's codes for an unexpected OS error: 12 for ENOENT, else 2.
             raise VmSnapshotError(
@@ -108,15 +152,6 @@ class HostLock:
                 f"The state directory {os.path.dirname(self.path)} cannot be used: "
                 f"{exc.strerror}; this run did nothing.",
             ) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
-            os.close(fd)
-            raise self._refused(holder, self.path) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd = fd
 
     def acquire(self) -> None:
         self._bind()
@@ -127,9 +162,11 @@ class HostLock:
             raise
 
     def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        for name in ("_fd", "_squatted_fd"):
+            fd = getattr(self, name)
+            if fd is not None:
+                os.close(fd)
+                setattr(self, name, None)
         if self._socket is not None:
             self._socket.close()
             self._socket = None
