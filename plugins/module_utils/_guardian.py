@@ -25,7 +25,16 @@ Who does what, and why:
   that follows cannot be lost to a freeze that had not completed yet (a FITHAW during a freeze's
   first phase answers EINVAL and would leave the freeze in place).
 * Each thaw that is not the guardian's answer to the module's request is reported as forced
-  (``forced_reason``), and so is a window longer than the deadline, however it ended.
+  (``forced_reason``), and so is a window longer than the deadline, however it ended, and a
+  filesystem that another process had thawed before the planned thaw (EINVAL).
+* The deadline cannot cut a FIFREEZE short: its flush of dirty data holds every writer of the
+  filesystem, the kernel cannot be interrupted there, and a FITHAW waits for it (freeze_super
+  holds s_umount). So ``start()`` flushes first, outside the window, in rounds of syncfs() until
+  a round is short (``FLUSH_*``), and refuses to freeze when writers dirty data faster than the
+  disks write it back. The margin is honest, not absolute: the first FIFREEZE still writes what
+  was dirtied during the last round (at most ``FLUSH_REFUSE_SHARE`` of the deadline when the
+  rate holds) plus the filesystem's own commit (a few disk writes); a window that passes the
+  deadline all the same is reported as forced.
 * The deputy, forked by the guardian in its session, follows the guardian's events on a pipe and
   a pipe from the module: when both end without saying everything was thawed (``Q`` from the
   guardian, ``D`` from the module), or at its own deadline, it thaws what is still frozen.
@@ -73,6 +82,16 @@ DEPUTY_GRACE_SECONDS = 0.3
 THAW_REPLY_SECONDS = 0.5
 # The watcher thread's tick: how often it looks at the time while no line arrives.
 _TICK_MS = 20
+# The flush before the freeze (``Guardian.start``), in rounds of one syncfs() per mount. A round
+# writes what was dirty when it began; what writers dirty meanwhile is left for the next round,
+# and what is dirty at the first FIFREEZE is written by the freeze itself while every writer
+# waits: the kernel cannot be interrupted there, and a FITHAW waits until it is done
+# (freeze_super holds s_umount across its flush). So the flush goes on until a round is short,
+# or no shorter than the one before (writers dirty data as fast as the disks write it), and the
+# last round predicts the freeze's own flush (what writers dirtied during that round).
+FLUSH_QUIET_SHARE = 0.1  # a round this short (share of max_freeze_seconds) ends the flush
+FLUSH_REFUSE_SHARE = 0.5  # a last round longer than this refuses to freeze
+FLUSH_MAX_ROUNDS = 8
 
 _GUARDIAN_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE)
 _NS_PER_MS = 1_000_000
@@ -86,7 +105,7 @@ class ThawReport:
     frozen_mounts: list[str]
     thaw_forced: bool
     # "deadline", "parent died", "guardian died", "guardian stopped answering",
-    # "window over the deadline" or None
+    # "thawed by another process", "window over the deadline" or None
     forced_reason: str | None
     freeze_ms: float
     thaw_ms: float
@@ -94,7 +113,9 @@ class ThawReport:
     errors: list[str]
     mount_freeze_ms: dict[str, float] = field(default_factory=dict)
     expedited: bool = False  # rcu_expedited was 1 during the FIFREEZE calls
-    sync_ms: float = 0.0  # syncfs() of every mount before the first FIFREEZE
+    sync_ms: float = 0.0  # the flush (syncfs() of every mount) before the first FIFREEZE
+    sync_rounds: int = 0  # rounds of the flush
+    last_sync_ms: float = 0.0  # its last round: about what the first FIFREEZE had to write
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -395,13 +416,21 @@ class Guardian:
         self._rcu_pending = False
         self._expedited = False
         self._sync_ms = 0.0
+        self._sync_rounds = 0
+        self._last_sync_ms = 0.0
         self._watcher: threading.Thread | None = None
         self._report: ThawReport | None = None
 
     # -- life cycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Open every mount point and fork the guardian (which keeps its own copies)."""
+        """Open every mount point, fork the guardian (which keeps its own copies), then flush.
+
+        The flush (``FLUSH_*``) leaves the first FIFREEZE little to write, outside the window.
+        It ends here, before the caller counts any time from the freeze. When writers dirty data
+        faster than the disks write it back, the freeze would hold them past the deadline:
+        nothing is frozen, everything is closed and 122 (freeze timeout) is raised.
+        """
         if self._cmd_w >= 0 or self._report is not None:
             raise RuntimeError("Guardian.start() runs once")
         flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NONBLOCK | os.O_CLOEXEC
@@ -451,22 +480,47 @@ class Guardian:
         for fd in (cmd_r, reply_w, deputy_r):
             os.close(fd)
         self._poller.register(self._reply_r, select.POLLIN)
+        if self._sync_first:
+            try:
+                self._flush()
+            except VmSnapshotError:
+                self.close()
+                raise
+
+    def _flush(self) -> None:
+        """syncfs() every mount in rounds (see ``FLUSH_*``); raise 122 if the last is too long."""
+        quiet = self.max_freeze_seconds * FLUSH_QUIET_SHARE * _NS_PER_S
+        start = previous = time.monotonic_ns()
+        took = 0
+        while self._sync_rounds < FLUSH_MAX_ROUNDS:
+            for fd in self._fds:
+                _syncfs(fd)  # an error (EIO) is not ours to report: FIFREEZE flushes again
+            now = time.monotonic_ns()
+            shorter = self._sync_rounds == 0 or now - previous < took
+            took, previous = now - previous, now
+            self._sync_rounds += 1
+            if took <= quiet or not shorter:
+                break
+        self._sync_ms = _ms(start, previous)
+        self._last_sync_ms = _ms(0, took)
+        if took > self.max_freeze_seconds * FLUSH_REFUSE_SHARE * _NS_PER_S:
+            raise VmSnapshotError(
+                Status.FailedRetryableFsFreezeTimeout,
+                f"Not frozen: after {self._sync_rounds} rounds of flushing, the filesystems "
+                f"still had {self._last_sync_ms / 1000:.1f} s of writing left (writers dirty "
+                "data about as fast as the disks write it). Freezing now would hold every "
+                f"writer about that long, more than {FLUSH_REFUSE_SHARE:.0%} of "
+                f"max_freeze_seconds ({self.max_freeze_seconds} s).",
+            )
 
     def freeze(self) -> None:
         """Freeze every mount point in order; on failure everything is thawed and 121/122 raised.
 
-        First ``syncfs()`` of every mount, outside the window, so that FIFREEZE finds (almost)
-        nothing left to write. The watcher thread starts before the freeze and hands "D" over
-        through an event: no thread start inside the window.
+        The watcher thread starts before the freeze and hands "D" over through an event: no
+        thread start inside the window.
         """
         if self.pid is None or self._watcher is not None or self._finished:
             raise RuntimeError("Guardian.freeze() runs once, after start()")
-        if self._sync_first:
-            start = time.monotonic_ns()
-            for fd in self._fds:
-                with contextlib.suppress(OSError):  # the freeze flushes what is left anyway
-                    _syncfs(fd)
-            self._sync_ms = _ms(start, time.monotonic_ns())
         # Until the guardian tells its deadline, count it from now: no FIFREEZE starts earlier.
         self._deadline = time.monotonic_ns() + int(self.max_freeze_seconds * _NS_PER_S)
         self._watcher = threading.Thread(target=self._watch, name="freeze-guardian-watch")
@@ -605,6 +659,9 @@ class Guardian:
             self._thaw_times.append((start, end))
             if number:
                 self._errors.append(self._thaw_error(self.mount_points[index], number))
+            if number == errno.EINVAL and self._forced_reason is None:
+                # Thawed before we did: a snapshot may have been taken after that thaw.
+                self._forced_reason = "thawed by another process"
         elif kind == "Q":
             if values[0] != "-":
                 self._forced_reason = " ".join(values)
@@ -733,6 +790,8 @@ class Guardian:
             },
             expedited=self._expedited,
             sync_ms=self._sync_ms,
+            sync_rounds=self._sync_rounds,
+            last_sync_ms=self._last_sync_ms,
         )
 
     def _close_fds(self) -> None:
@@ -751,4 +810,4 @@ def _syncfs(fd: int) -> None:
     if _LIBC is None:
         os.sync()  # every filesystem: slower, same effect for ours
     else:
-        _LIBC.syncfs(fd)  # an error (EIO) is not ours to report: FIFREEZE flushes again
+        _LIBC.syncfs(fd)

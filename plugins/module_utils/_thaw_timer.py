@@ -74,7 +74,11 @@ class ThawTimer:
         self.marker_dir = marker_dir
         self.systemd_runtime = systemd_runtime
         self.unit: str | None = None
-        self.marker: str | None = None
+        self.name = f"appconsistent-thaw-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        # Known before arming, so that the guardian (forked first, then the mounts flushed) can
+        # be told it; the timer counts from ``arm()``, which belongs right before the freeze.
+        self.marker_path = os.path.join(marker_dir, f"{self.name}.frozen")
+        self.marker: str | None = None  # the marker file, once armed
         self.reason: str | None = None  # why it is not armed
 
     @property
@@ -95,10 +99,9 @@ class ThawTimer:
         if not systemd_run or not fsfreeze:
             self.reason = "systemd-run or fsfreeze is missing"
             return False
-        name = f"appconsistent-thaw-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:
             os.makedirs(self.marker_dir, mode=0o700, exist_ok=True)
-            self.marker = os.path.join(self.marker_dir, f"{name}.frozen")
+            self.marker = self.marker_path
             with open(self.marker, "x", encoding="ascii") as handle:
                 handle.write(f"{os.getpid()}\n")
         except OSError as exc:
@@ -109,7 +112,7 @@ class ThawTimer:
             systemd_run,
             "--quiet",
             "--collect",
-            f"--unit={name}",
+            f"--unit={self.name}",
             f"--on-active={int(self.seconds * 1000)}ms",
             "--timer-property=AccuracySec=1ms",
             "--description=appconsistent.vmsnapshot: thaw if the snapshot run died while frozen",
@@ -127,7 +130,7 @@ class ThawTimer:
             self._drop_marker()
             self.reason = f"systemd-run failed: {(done.stderr or done.stdout).strip()[:200]}"
             return False
-        self.unit = name
+        self.unit = self.name
         return True
 
     def cancel(self) -> None:
