@@ -313,3 +313,29 @@ def test_restore_point_playbook_publishes_why_when_its_input_is_refused(tmp_path
     assert re.search(
         r"Create the restore point of this VM \(on the controller\)\] \*+\nskipping: ", done.stdout
     ), text
+
+
+def test_configure_prepost_preflight_entry_point(tmp_path):
+    """The configure_prepost role's own preflight: its table and verdict come from the filters."""
+    playbook = tmp_path / "preflight.yml"
+    playbook.write_text(
+        "- hosts: localhost\n  gather_facts: false\n  tasks:\n"
+        "    - ansible.builtin.include_role:\n"
+        "        name: appconsistent.vmsnapshot.configure_prepost\n"
+        "        tasks_from: preflight\n"
+    )
+    nothing = {"configure_prepost_config_dir": str(tmp_path / "etc-azure")}
+    done = ansible_playbook(str(playbook), nothing, tmp_path)
+    assert done.returncode == 0, output(done)
+    assert "0 of 1 hosts would get an application-consistent snapshot" in done.stdout, output(done)
+    assert re.search(
+        r"localhost\s+filesystem\s+316\s+FailedPrepostPluginConfigNotFound", done.stdout
+    )
+
+    strict = {**nothing, "configure_prepost_preflight_required_consistency": "application"}
+    done = ansible_playbook(str(playbook), strict, tmp_path)
+    assert done.returncode != 0, output(done)
+    assert (
+        "The next snapshot would be filesystem-consistent, short of the required application"
+        in (done.stdout)
+    ), output(done)
