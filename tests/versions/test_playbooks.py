@@ -181,6 +181,9 @@ def test_survey_typos_fail_the_job_naming_the_variable(tmp_path, extra_vars, nam
         ), text
     else:
         assert "PLAY [Take application-consistent snapshots]" not in done.stdout, text
+        # The job's own variables: the job still publishes why it stopped.
+        stats = done.stdout.split("CUSTOM STATS")[1]
+        assert "vmsnapshot_job_error" in stats and names in stats, text
     assert "sig=x" not in text
 
 
