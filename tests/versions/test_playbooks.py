@@ -342,3 +342,36 @@ def test_configure_prepost_preflight_entry_point(tmp_path):
         "The next snapshot would be filesystem-consistent, short of the required application"
         in (done.stdout)
     ), output(done)
+
+
+SIGS = ["c2lnbmF0dXJlLXplcm8tbmV2ZXItbGVhaw", "c2lnbmF0dXJlLW9uZS1uZXZlci1sZWFr"]
+FAKE_DISKS = [
+    f"https://acct.blob.core.windows.net/vhds/disk{i}.vhd?sv=2021-12-02&sr=b&sp=rw&sig={sig}"
+    for i, sig in enumerate(SIGS)
+]
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [FAKE_DISKS, ",".join(FAKE_DISKS), json.dumps(FAKE_DISKS), json.dumps(FAKE_DISKS)[:-1]],
+    ids=["list", "comma-separated", "json-string", "broken-json"],
+)
+def test_snapshot_module_disks_in_every_shape_show_no_signature_at_vvv(tmp_path, shape):
+    """A direct caller of the module (no role): whatever shape `disks` has, -vvv echoes none of
+    it. max_freeze_seconds 0 stops the run right after `disks` was read; nothing is contacted."""
+    playbook = tmp_path / "direct.yml"
+    playbook.write_text(
+        "- hosts: localhost\n  gather_facts: false\n  tasks:\n"
+        "    - appconsistent.vmsnapshot.snapshot:\n"
+        "        disks: '{{ shape }}'\n"
+        "        max_freeze_seconds: 0\n"
+        "        log_dir: '{{ dir }}/log'\n"
+        "        state_dir: '{{ dir }}/state'\n"
+    )
+    done = ansible_playbook(str(playbook), {"shape": shape, "dir": str(tmp_path)}, tmp_path, "-vvv")
+    text = output(done)
+    assert done.returncode != 0, text
+    assert "max_freeze_seconds is 0" in text or "disks starts with '['" in text, text
+    assert "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER" in done.stdout, text
+    for sig in SIGS:
+        assert sig not in text
