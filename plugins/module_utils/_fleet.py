@@ -101,8 +101,10 @@ def managed_disk_list(
     disks = []
     for index, item in enumerate(_survey_list(value, name, "resource IDs or dicts")):
         where = f"{name}[{index}]"
-        entry = {"id": item.strip()} if isinstance(item, str) else item
-        if not isinstance(entry, Mapping) or not isinstance(entry.get("id"), str):
+        if isinstance(item, str) and not item.strip():
+            continue  # "a,,b" or a trailing comma
+        entry = {"id": item} if isinstance(item, str) else item
+        if not isinstance(entry, Mapping) or not str(entry.get("id") or "").strip():
             raise FleetInputError(f"{where} must be a resource ID or a dict with an id")
         unknown = sorted(set(entry) - set(MANAGED_DISK_KEYS))
         if unknown:
@@ -112,9 +114,7 @@ def managed_disk_list(
             )
         if not isinstance(entry.get("tags") or {}, Mapping):
             raise FleetInputError(f"{where}.tags must be a dict")
-        disk = {"id": entry["id"].strip()}
-        if not disk["id"]:
-            continue
+        disk = {"id": str(entry["id"]).strip()}
         group = entry.get("snapshot_resource_group") or snapshot_resource_group
         pattern = entry.get("snapshot_name") or snapshot_name
         merged = {**(tags or {}), **(entry.get("tags") or {})}

@@ -341,6 +341,7 @@ def test_managed_disk_list_gives_the_roles_defaults_to_entries_without_their_own
     ]
     assert F["managed_disk_list"]([], "rg", "n", {"a": "b"}) == []
     assert F["managed_disk_list"]("") == [] and F["managed_disk_list"](None) == []
+    assert F["managed_disk_list"](f"{DISK_ID.format('os')},,") == [{"id": DISK_ID.format("os")}]
 
 
 @pytest.mark.parametrize(
@@ -352,6 +353,7 @@ def test_managed_disk_list_gives_the_roles_defaults_to_entries_without_their_own
             r"snapshot_managed_disks\[0\] must be a resource ID or a dict with an id",
         ),
         ([5], r"snapshot_managed_disks\[0\] must be a resource ID"),
+        ([{"id": " "}], r"snapshot_managed_disks\[0\] must be a resource ID or a dict with an id"),
         (
             [{"id": "x", "snapshot_rg": "y"}],
             r"snapshot_managed_disks\[0\] has unknown keys snapshot_rg",
