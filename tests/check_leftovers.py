@@ -103,8 +103,16 @@ def found() -> dict[str, list[str]]:
 
 
 def reclaim_dead_owners() -> list[str]:
-    """Tear down the records of killed test processes; a record without an owner is a CLI's."""
-    return [str(made) for registry in REGISTRIES for made in registry.cleanup(unowned=False)]
+    """Tear down the records of killed test processes; a record without an owner is a CLI's.
+    What cannot be torn down is said and left: the leftovers stage then lists it as found
+    before this run, and the suite still runs."""
+    reclaimed = []
+    for registry in REGISTRIES:
+        try:
+            reclaimed += [str(made) for made in registry.cleanup(unowned=False)]
+        except Exception as exc:  # any failure of a teardown: said, not fatal
+            print(f"could not reclaim every record of {registry.kind.noun}s: {exc}")
+    return reclaimed
 
 
 def main(argv: list[str] | None = None) -> int:
