@@ -30,6 +30,7 @@ from db_writer import SCHEMA
 from harness.azurite import Azurite
 from harness.blobdisk import BlobDisk
 from harness.modules import run_module
+from harness.scriptset import ScriptSet
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "roles" / "configure_prepost" / "files" / "databases"
@@ -177,32 +178,21 @@ class Experiment:
     def _deploy_scripts(self) -> Path:
         """The shipped scripts and helper, root-owned 0700, and their configuration (0600)."""
         directory = self.workdir / "prepost"
-        directory.mkdir(mode=0o700)
+        helper = directory / "hold-lock.py"
         self.state_dir.mkdir(mode=0o700)
-        for name in (f"{self.kind}-pre.sh", f"{self.kind}-post.sh", "hold-lock.py"):
-            shutil.copy(SCRIPTS / name, directory / name)
-            (directory / name).chmod(0o700)
         if self.kind == "postgresql":
             params = [f"host={self.server.socket_dir}", f"port={self.server.port}"]
         else:
-            params = [f"socket={self.server.socket}", f"helper={directory / 'hold-lock.py'}"]
+            params = [f"socket={self.server.socket}", f"helper={helper}"]
         params.append(f"state_dir={self.state_dir}")
-        config = {
-            "pluginName": "ScriptRunner",
-            "preScriptLocation": str(directory / f"{self.kind}-pre.sh"),
-            "postScriptLocation": str(directory / f"{self.kind}-post.sh"),
-            "preScriptParams": params,
-            "postScriptParams": params,
-            "preScriptNoOfRetries": 0,
-            "postScriptNoOfRetries": 0,
-            "timeoutInSeconds": 30,
-            "continueBackupOnFailure": True,
-            "fsFreezeEnabled": True,
-        }
-        path = directory / "VMSnapshotScriptPluginConfig.json"
-        path.write_text(json.dumps(config, indent=2))
-        path.chmod(0o600)
-        return path
+        scripts = ScriptSet(
+            directory,
+            (SCRIPTS / f"{self.kind}-pre.sh").read_text(),
+            (SCRIPTS / f"{self.kind}-post.sh").read_text(),
+            params=(params, params),
+        )
+        scripts.write_script(helper, (SCRIPTS / "hold-lock.py").read_text())
+        return scripts.config_path
 
     def start_load(self, clients: int = PGBENCH_CLIENTS, rate: int = PGBENCH_TPS) -> None:
         self.writer = subprocess.Popen(
