@@ -108,10 +108,13 @@ def reclaim_dead_owners() -> list[str]:
     before this run, and the suite still runs."""
     reclaimed = []
     for registry in REGISTRIES:
-        try:
-            reclaimed += [str(made) for made in registry.cleanup(unowned=False)]
-        except Exception as exc:  # any failure of a teardown: said, not fatal
-            print(f"could not reclaim every record of {registry.kind.noun}s: {exc}")
+        for made in registry.leftovers(unowned=False):
+            try:
+                made.teardown()
+            except Exception as exc:  # any failure of a teardown: said, not fatal
+                print(f"could not reclaim {made}: {exc}")
+            else:
+                reclaimed.append(str(made))
     return reclaimed
 
 

@@ -188,15 +188,29 @@ class Registry(Generic[R]):
                 loaded.append(self.kind(json.load(handle), path))
         return loaded
 
+    def leftovers(self, everything: bool = False, unowned: bool = True) -> list[R]:
+        """The records whose owner process is gone, and with ``unowned`` those that belong to
+        no process (a CLI's ``up``); all of them with ``everything``; in teardown order."""
+        return [
+            made
+            for made in self.order(self.load())
+            if everything
+            or (made.owner_pid is None and unowned)
+            or (made.owner_pid is not None and not made.owner_alive())
+        ]
+
     def cleanup(self, everything: bool = False, unowned: bool = True) -> list[R]:
-        """Tear down the records whose owner process is gone, and with ``unowned`` those that
-        belong to no process (a CLI's ``up``); all of them with ``everything``."""
-        removed = []
-        for made in self.order(self.load()):
-            dead_owner = made.owner_pid is not None and not made.owner_alive()
-            if everything or dead_owner or (unowned and made.owner_pid is None):
+        """Tear down the ``leftovers``; every one is tried before the first failure is raised."""
+        removed, failures = [], []
+        for made in self.leftovers(everything, unowned):
+            try:
                 made.teardown()
+            except Exception as exc:  # tear the others down before reporting
+                failures.append(exc)
+            else:
                 removed.append(made)
+        if failures:
+            raise failures[0]
         return removed
 
     def _teardown_all(self) -> None:
