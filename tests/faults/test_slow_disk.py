@@ -44,6 +44,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import SimpleNamespace
+from typing import Callable
 
 import pytest
 from fault_support import FreezeMeter, ModuleProcess, snapshot_args, summary
@@ -55,9 +56,14 @@ from harness.records import run
 DEADLINE = 2
 BOUND = DEADLINE + 1.0
 DISK_BYTES = 384 << 20
-# ext4 with 4 KiB blocks and few inodes: a small disk that still looks like a real one.
-MKFS = ["mkfs.ext4", "-q", "-F", "-b", "4096", "-i", "65536", "-E"]
-MKFS_LAZY = "lazy_itable_init=0,lazy_journal_init=0"
+MKFS = {
+    # 4 KiB blocks and few inodes: a small disk that still looks like a real one.
+    "ext4": [
+        *("mkfs.ext4", "-q", "-F", "-b", "4096", "-i", "65536"),
+        *("-E", "lazy_itable_init=0,lazy_journal_init=0"),
+    ],
+    "xfs": ["mkfs.xfs", "-q", "-f"],
+}
 RATE_PROBE_MIB = 4
 STEADY_REGION_MIB = 160  # the steady writer appends within this much, then starts over
 
@@ -68,6 +74,7 @@ class Load:
     delay_ms: int  # each write of the disk takes this long
     burst_mib: int  # dirtied by the pre-script right before the flush and the freeze
     steady_share: float  # the steady writer's pace, a share of the disk's write rate (0: none)
+    fstype: str = "ext4"
 
 
 LOADS = [
@@ -76,6 +83,7 @@ LOADS = [
     Load("10 ms a write, 16 MiB, steady writer at 1/2 of the disk", 10, 16, 0.5),
     Load("80 ms a write, 64 MiB, steady writer at 1/4 of the disk", 80, 64, 0.25),
     Load("30 ms a write, 16 MiB, steady writer at 2x the disk", 30, 16, 2.0),
+    Load("xfs, 30 ms a write, 48 MiB, steady writer at 1/4 of the disk", 30, 48, 0.25, "xfs"),
 ]
 
 STEADY_WRITER = textwrap.dedent(
@@ -140,23 +148,30 @@ class SlowDisk:
 
 
 @pytest.fixture(scope="module")
-def slow_disk(azurite) -> Iterator[SlowDisk]:
-    container = azurite.create_container()
-    azurite.create_page_blob("slow.vhd", DISK_BYTES, container=container)
-    sas = azurite.blob_sas(container, "slow.vhd")
+def slow_disks(azurite) -> Iterator[Callable[[str], SlowDisk]]:
+    """``slow_disks("xfs")``: the module's slow disk with that filesystem, made once."""
     proxy = FaultProxy(azurite.host, azurite.port)
-    disk = None
+    made: dict[str, SlowDisk] = {}
+
+    def make(fstype: str) -> SlowDisk:
+        if fstype not in made:
+            container = azurite.create_container()
+            azurite.create_page_blob("slow.vhd", DISK_BYTES, container=container)
+            sas = azurite.blob_sas(container, "slow.vhd")
+            disk = attach_blob_disk(proxy.url_for(sas))
+            made[fstype] = SlowDisk(disk, proxy, sas)
+            # Whole requests to the disk's file, not one FUSE write (a Put Page) per 4 KiB page.
+            run(["losetup", "--direct-io=on", disk.device])
+            run([*MKFS[fstype], disk.device])
+            disk.mount()
+        return made[fstype]
+
     try:
-        disk = attach_blob_disk(proxy.url_for(sas))
-        # Whole requests to the disk's file, not one FUSE write (one Put Page) per 4 KiB page.
-        run(["losetup", "--direct-io=on", disk.device])
-        run([*MKFS, MKFS_LAZY, disk.device])
-        disk.mount()
-        yield SlowDisk(disk, proxy, sas)
+        yield make
     finally:
-        proxy.rules.clear()  # the unmount writes back at full speed
-        if disk is not None:
-            disk.teardown()  # before the proxy goes: the disk still writes through it
+        proxy.rules.clear()  # the unmounts write back at full speed
+        for each in made.values():
+            each.disk.teardown()  # before the proxy goes: the disk still writes through it
         proxy.close()
 
 
@@ -189,13 +204,17 @@ def longest(stalls: list, window: tuple[float, float] | None = None) -> float:
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("load", LOADS, ids=[load.name for load in LOADS])
 def test_the_deadline_holds_on_a_slow_disk(
-    figures, make_app, slow_disk, loop_ext4, meter, run_dirs, tmp_path, load
+    figures, make_app, slow_disks, loop_filesystem_factory, run_dirs, tmp_path, load
 ):
+    slow_disk = slow_disks(load.fstype)
+    # Mounted after the slow disk: frozen first, thawed last.
+    fast = loop_filesystem_factory("ext4")
     scenario = figures.scenario(
-        f"slow-disk-{load.delay_ms}ms-{load.burst_mib}mib"
+        f"slow-disk-{'' if load.fstype == 'ext4' else load.fstype + '-'}"
+        f"{load.delay_ms}ms-{load.burst_mib}mib"
         + (f"-steady-{load.steady_share:g}" if load.steady_share else ""),
         "slow disk",
-        f"{load.delay_ms} ms a write, {load.burst_mib} MiB dirtied by the pre-script"
+        f"{load.fstype}, {load.delay_ms} ms a write, {load.burst_mib} MiB dirtied by the pre-script"
         + (
             f", a steady writer at {load.steady_share:g} x the disk's rate"
             if load.steady_share
@@ -212,16 +231,16 @@ def test_the_deadline_holds_on_a_slow_disk(
     slow_disk.slow(load.delay_ms)
     rate = slow_disk.write_rate()
     scenario.note("disk (MiB/s)", f"{rate / (1 << 20):.2f}")
-    slow_meter = FreezeMeter(mount)
+    meter, slow_meter = FreezeMeter(fast.mount_point), FreezeMeter(mount)
     writer = None
     try:
         with scenario.case(load.name) as case:
             if load.steady_share:
                 writer = SteadyWriter(os.path.join(mount, "steady"), rate * load.steady_share)
-            # The fast filesystem, mounted later, is frozen first and thawed last: its meter's
-            # stall is the whole window, free of the slow disk's journal commits.
+            # The fast filesystem's meter is blocked for the whole window and nothing else (no
+            # journal commit of the slow disk holds it).
             args = snapshot_args(
-                [SimpleNamespace(sas=slow_disk.sas)], app, run_dirs, [loop_ext4, slow_disk.disk],
+                [SimpleNamespace(sas=slow_disk.sas)], app, run_dirs, [fast, slow_disk.disk],
                 max_freeze_seconds=DEADLINE,
             )  # fmt: skip
             process = ModuleProcess(args, tmp_path)
@@ -235,6 +254,8 @@ def test_the_deadline_holds_on_a_slow_disk(
             )
             slow_stalls = [stall for stall in slow_meter.stalls if stall[1] >= process.started]
             steady_stalls = writer.stop()["stalls"] if writer is not None else []
+            stalls = {"fast": window_stalls, "slow": slow_stalls, "steady": steady_stalls}
+            case.save("stalls.json", json.dumps({"started": process.started, **stalls}))
             writer = None
             blocked = max(longest(slow_stalls, window), longest(steady_stalls, window))
             case.check(blocked <= BOUND, f"a write to the slow disk was blocked {blocked:.3f} s")
@@ -261,6 +282,10 @@ def test_the_deadline_holds_on_a_slow_disk(
                 )
             if code == 0:
                 case.check(result.get("consistency") == "application", summary(result))
+            if frozen_ms:
+                frozen_mounts = [fast.mount_point, mount]
+                case.check(result.get("frozen_mounts") == frozen_mounts, "not frozen fast first")
+                case.check(window is not None, "the fast filesystem's meter saw no window")
             case.check(app.count("post-start") == app.count("pre-start") == 1, app.entries())
             case.check(app.lock_free(), "the application's lock is still held")
             local = case.outputs(tmp_path / "state", tmp_path / "logs")
@@ -270,6 +295,7 @@ def test_the_deadline_holds_on_a_slow_disk(
             with contextlib.suppress(Exception):
                 writer.stop()
         slow_meter.stop()
+        meter.stop()
         app.stop_helpers()
-    print(f"\n{scenario.name}: {json.dumps(scenario.as_dict()['notes'])}")  # with pytest -s
+    print(f"\nfigures: {json.dumps(scenario.as_dict())}")  # the README's row, with pytest -s
     scenario.assert_held()
