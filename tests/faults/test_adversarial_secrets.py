@@ -375,13 +375,6 @@ def test_scrubbing_module_hides_misspelt_options(capsys, monkeypatch):
     assert MISSPELT_TOKEN[::-1] not in out  # by its option's name
 
 
-# plugins/modules/*.py construct AnsibleModule directly (PLAYBOOKS owns snapshot.py):
-# requests-REDTEAM.md, item 3.
-@pytest.mark.xfail(
-    strict=True,
-    reason="snapshot.py builds AnsibleModule directly, not through _redact.scrubbing_module "
-    "(requests-REDTEAM.md, item 3)",
-)
 def test_misspelt_options_carrying_secrets_are_not_echoed(figures, blob_disks, tmp_path):
     scenario = figures.scenario(
         "misspelt-secret-options", "secrets",
@@ -395,5 +388,5 @@ def test_misspelt_options_carrying_secrets_are_not_echoed(figures, blob_disks, t
         for name, text in {"stdout": process.stdout, "stderr": process.stderr}.items():
             hits = deep_leaks(text, [unquote(signature_of(disk.sas)), MISSPELT_TOKEN])
             if hits or MISSPELT_TOKEN[::-1] in text:
-                case.scenario.secrets += len(hits) or 1
+                case.scenario.secrets += 1  # one per output that leaks
                 case.failures.append(f"{name}: {hits[:3]}")
