@@ -342,10 +342,34 @@ def scrubbing_module(module_class: type, **kwargs: Any) -> Any:
                 for name, value in params.items():  # by name: a misspelt access_token
                     if _SECRET_NAME.search(str(name)) and isinstance(value, str):
                         register(value)
-                result["invocation"] = {"module_args": params}
+                hidden = set(getattr(self, "no_log_values", None) or ())
+                result["invocation"] = {"module_args": _echoed(params, hidden)}
             return scrub_obj(result)
 
     return Scrubbing(**kwargs)
+
+
+# What Ansible shows for a no_log value; shown here too, because the scrub would otherwise
+# change the value before Ansible could recognise and mask it.
+_NO_LOG_MARK = "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"
+# An argument echoed back is for reading: a 100 000-character option must not make the result
+# (and every job event holding it) that long.
+_ECHO_LENGTH = 1024
+
+
+def _echoed(obj: Any, hidden: set[str]) -> Any:
+    """The module's arguments as its result echoes them: no_log values masked, long text cut."""
+    if isinstance(obj, str):
+        if obj in hidden:
+            return _NO_LOG_MARK
+        return (
+            obj if len(obj) <= _ECHO_LENGTH else f"{obj[:_ECHO_LENGTH]}... ({len(obj)} characters)"
+        )
+    if isinstance(obj, dict):
+        return {key: _echoed(value, hidden) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_echoed(value, hidden) for value in obj]
+    return obj
 
 
 # An option whose name says it holds a secret, known or misspelt.

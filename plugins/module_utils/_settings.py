@@ -112,6 +112,8 @@ def _backup_metadata(value: Any) -> dict[str, str]:
 def blob_metadata_entry(name: object, value: object, where: str) -> tuple[str, str]:
     """One metadata entry as text, checked now: it becomes an x-ms-meta-<name> HTTP header, and
     a header the service refuses must not be found out while the filesystems are frozen."""
+    if value is None or isinstance(value, (dict, list, tuple)):
+        raise _bad(f"{where} value for {name!r} must be a string, a number or a boolean.")
     name, value = str(name), str(value)
     if not _METADATA_NAME.fullmatch(name):
         raise _bad(

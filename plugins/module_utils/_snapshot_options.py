@@ -41,6 +41,8 @@ from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._status_c
 
 MAX_FREEZE_SECONDS_LIMIT = 600
 MAX_SNAPSHOT_TIMEOUT = 600.0
+# The task id goes into both status documents, the log and the result: a line of text.
+MAX_TASK_ID_LENGTH = 256
 
 
 def _bad(message: str) -> VmSnapshotError:
@@ -67,6 +69,10 @@ def _text_only(value: object, what: str) -> None:
             f"{where} is not valid text (it holds a lone surrogate or another "
             "character that cannot be encoded)."
         )
+
+
+def _one_line(text: str) -> bool:
+    return len(text) <= MAX_TASK_ID_LENGTH and text.isprintable()
 
 
 def request_from_params(params: dict) -> SnapshotRequest:
@@ -103,6 +109,8 @@ def request_from_params(params: dict) -> SnapshotRequest:
         # the host lock.
         if not os.path.isabs(params[option]):
             raise _bad(f"{option} is {params[option]!r}; it must be an absolute path.")
+        if "\x00" in params[option]:
+            raise _bad(f"{option} holds a NUL character; no path can.")
 
     def blob(option: str, from_settings):
         uri = params.get(option)
@@ -116,13 +124,19 @@ def request_from_params(params: dict) -> SnapshotRequest:
             "a value in the settings",
         )
         _text_only([(sas.blob_url, sorted(sas.query.items())) for sas in disks], "a disk URI")
+    task_id = params.get("task_id") or (settings.task_id if settings else None)
+    if task_id is not None and not _one_line(task_id):
+        raise _bad(
+            f"task_id must be at most {MAX_TASK_ID_LENGTH} printable characters, without "
+            "control characters or line breaks."
+        )
     return SnapshotRequest(
         disks=disks,
         config_path=params["config_path"],
         host_config_path=params["host_config_path"],
         status_blob=blob("status_blob_uri", settings.status_blob if settings else None),
         logs_blob=blob("logs_blob_uri", settings.logs_blob if settings else None),
-        task_id=params.get("task_id") or (settings.task_id if settings else None),
+        task_id=task_id,
         command_start_ticks=settings.command_start_ticks if settings else None,
         backup_metadata=_metadata(metadata),
         freeze_mounts=params.get("freeze_mounts"),

@@ -148,8 +148,8 @@ from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._managed_
     restore,
 )
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._redact import (
-    guard_module,
     scrub,
+    scrubbing_module,
 )
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._status_codes import (
     Status,
@@ -159,7 +159,8 @@ from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._status_c
 
 
 def main() -> None:
-    module = AnsibleModule(
+    module = scrubbing_module(  # everything it prints is scrubbed, its own errors too
+        AnsibleModule,
         argument_spec=dict(
             snapshot_id=dict(type="str", required=True),
             name=dict(type="str", required=True),
@@ -174,7 +175,6 @@ def main() -> None:
         ),
         supports_check_mode=True,
     )
-    guard_module(module)  # everything it prints is scrubbed of secrets, in any spelling
     try:
         request = request_from_params(module.params)
         result = restore(request, check_mode=module.check_mode)

@@ -257,7 +257,9 @@ from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._prepost_
     summary,
     validate,
 )
-from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._redact import guard_module
+from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._redact import (
+    scrubbing_module,
+)
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._status_codes import (
     describe,
     result_fields,
@@ -271,7 +273,8 @@ _FILE = dict(
 
 
 def main() -> None:
-    module = AnsibleModule(
+    module = scrubbing_module(  # everything it prints is scrubbed, its own errors too
+        AnsibleModule,
         argument_spec=dict(
             state=dict(type="str", choices=["present", "absent"], default="present"),
             config_dir=dict(type="path", default="/etc/azure"),
@@ -301,7 +304,6 @@ def main() -> None:
         ),
         supports_check_mode=True,
     )
-    guard_module(module)
     params = module.params
     marker = params["host_config_marker"]
     stale = None

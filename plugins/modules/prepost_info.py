@@ -179,7 +179,9 @@ from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._prepost 
     DEFAULT_HOST_CONFIG_PATH,
     precheck,
 )
-from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._redact import guard_module
+from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._redact import (
+    scrubbing_module,
+)
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._status_codes import (
     Status,
     describe,
@@ -188,7 +190,8 @@ from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._status_c
 
 
 def main() -> None:
-    module = AnsibleModule(
+    module = scrubbing_module(  # everything it prints is scrubbed, its own errors too
+        AnsibleModule,
         argument_spec=dict(
             config_path=dict(type="path", default=DEFAULT_CONFIG_PATH),
             host_config_path=dict(type="path", default=DEFAULT_HOST_CONFIG_PATH),
@@ -198,7 +201,6 @@ def main() -> None:
         # that is valid JSON but not text (a lone surrogate), before our checks answer 11.
         no_log=True,
     )
-    guard_module(module)  # everything it prints is scrubbed of secrets, in any spelling
     try:
         with precheck(module.params["config_path"], module.params["host_config_path"]) as check:
             plugins = [plugin.as_dict() for plugin in check.plugins]

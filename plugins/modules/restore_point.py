@@ -224,7 +224,7 @@ from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils import (
     _restore_point,
 )
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._redact import (
-    guard_module,
+    scrubbing_module,
 )
 
 # AWX's "Microsoft Azure Resource Manager" credential injects these (as azure.azcollection reads).
@@ -237,7 +237,8 @@ ENVIRONMENT = {
 
 
 def main() -> None:
-    module = AnsibleModule(
+    module = scrubbing_module(  # everything it prints is scrubbed, its own errors too
+        AnsibleModule,
         argument_spec=dict(
             resource_group=dict(type="str", required=True),
             vm_name=dict(type="str", required=True),
@@ -260,7 +261,6 @@ def main() -> None:
         ),
         supports_check_mode=True,
     )
-    guard_module(module)  # everything it prints is scrubbed of secrets, in any spelling
     params = module.params
     try:
         _restore_point.sdk()

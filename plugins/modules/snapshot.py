@@ -316,7 +316,9 @@ from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._prepost_
     DEFAULT_CONFIG_PATH,
     DEFAULT_HOST_CONFIG_PATH,
 )
-from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._redact import guard_module
+from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._redact import (
+    scrubbing_module,
+)
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._sas import redact
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._snapshot_options import (
     request_from_params,
@@ -335,17 +337,30 @@ from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._status_c
     result_fields,
 )
 
+# Every signal whose default action ends the process (a closed terminal or ssh session sends
+# SIGHUP, Ctrl-\ SIGQUIT): ended where it stands, the run would leave the post-script undone.
+_STOPPING_SIGNALS = (
+    signal.SIGINT,
+    signal.SIGTERM,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGALRM,
+)
+
 
 def _interrupt_once(signum: int, _frame: object) -> None:
-    """SIGINT/SIGTERM: the run stops where it is and finishes (thaw, post-scripts, status).
-    A second signal is ignored, so that it cannot cut that cleanup short."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    """A stopping signal: the run stops where it is and finishes (thaw, post-scripts, status).
+    Later signals are ignored, so that they cannot cut that cleanup short."""
+    for each in _STOPPING_SIGNALS:
+        signal.signal(each, signal.SIG_IGN)
     raise RunInterrupted(signal.Signals(signum).name)
 
 
 def main() -> None:
-    module = AnsibleModule(
+    module = scrubbing_module(  # everything it prints is scrubbed, its own errors too
+        AnsibleModule,
         argument_spec=dict(
             # raw: parsed by _snapshot_options, so that no_log masks the value as it came
             disks=dict(type="raw", no_log=True),
@@ -383,7 +398,6 @@ def main() -> None:
         # that is valid JSON but not text (a lone surrogate), before our checks answer 11.
         no_log=True,
     )
-    guard_module(module)  # everything it prints is scrubbed of secrets, in any spelling
     if sys.version_info < (3, 9) or os.geteuid() != 0:
         module.fail_json(
             msg=f"The snapshot module needs root and Python 3.9 or later; it runs as uid "
@@ -393,8 +407,8 @@ def main() -> None:
         )
     try:
         request = with_managed_disks(request_from_params(module.params), module.params)
-        signal.signal(signal.SIGINT, _interrupt_once)
-        signal.signal(signal.SIGTERM, _interrupt_once)
+        for each in _STOPPING_SIGNALS:
+            signal.signal(each, _interrupt_once)
         result = run_snapshot(request, check_mode=module.check_mode)
     except VmSnapshotError as exc:
         module.fail_json(msg=exc.message, **result_fields(exc.status))

@@ -155,7 +155,9 @@ duration_ms:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._redact import guard_module
+from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._redact import (
+    scrubbing_module,
+)
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._restore import (
     request_from_params,
     restore,
@@ -167,7 +169,8 @@ from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._status_c
 
 
 def main() -> None:
-    module = AnsibleModule(
+    module = scrubbing_module(  # everything it prints is scrubbed, its own errors too
+        AnsibleModule,
         argument_spec=dict(
             snapshot_uri=dict(type="str", required=True, no_log=True),
             snapshot=dict(type="str"),
@@ -179,7 +182,6 @@ def main() -> None:
         ),
         supports_check_mode=True,
     )
-    guard_module(module)  # everything it prints is scrubbed of secrets, in any spelling
     try:
         request = request_from_params(module.params)
         result = restore(request, check_mode=module.check_mode)

@@ -20,17 +20,9 @@ from harness.faultproxy import Rule, is_snapshot
 
 DEADLINE = 3
 SIGNALS = [signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGALRM]
-# Handled in plugins/modules/snapshot.py (PLAYBOOKS): /tmp/team/requests-REDTEAM.md, item 1.
-NOT_HANDLED = pytest.mark.xfail(
-    strict=True,
-    reason="snapshot.py handles only SIGINT/SIGTERM; the others end the module before its "
-    "post-script (requests-REDTEAM.md, item 1)",
-)
 
 
-@pytest.mark.parametrize(
-    "signum", [pytest.param(s, marks=NOT_HANDLED) for s in SIGNALS], ids=[s.name for s in SIGNALS]
-)
+@pytest.mark.parametrize("signum", SIGNALS, ids=[s.name for s in SIGNALS])
 def test_another_signal_while_frozen(
     figures, make_app, meter, proxy, proxied_disks, loop_ext4, run_dirs, tmp_path, signum
 ):
@@ -52,9 +44,7 @@ def test_another_signal_while_frozen(
         case.check(app.entries() == PAIR, f"journal: {app.entries()}")
 
 
-@pytest.mark.parametrize(
-    "signum", [pytest.param(s, marks=NOT_HANDLED) for s in SIGNALS], ids=[s.name for s in SIGNALS]
-)
+@pytest.mark.parametrize("signum", SIGNALS, ids=[s.name for s in SIGNALS])
 def test_another_signal_in_the_pre_script(
     figures, make_app, meter, blob_disks, loop_ext4, run_dirs, tmp_path, signum
 ):
