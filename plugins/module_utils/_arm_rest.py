@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import math
 import os
 import socket
 import ssl
@@ -132,7 +133,7 @@ class ArmResponse:
                 seconds = max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
             except (TypeError, ValueError, IndexError, OverflowError):
                 return None
-        if not seconds >= 0:  # NaN or negative
+        if math.isnan(seconds) or seconds < 0:
             return None
         return max(MIN_RETRY_SECONDS, seconds)
 
