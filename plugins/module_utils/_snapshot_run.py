@@ -146,9 +146,10 @@ class SnapshotRun:
     """The state of one run; `run()` is the only entry point.
 
     Steps return what they did and the orchestration (`run`, `_check`, `_run_locked`,
-    `_recover_interrupted_run`, `_unexpected`) records it in `self.facts`. Every result is built
-    from those facts by `_result()`, and `_publish()` is the one place that writes the outcome:
-    the status file, the status and log blobs, extension.log.
+    `_recover_interrupted_run`, `_unexpected`) records it in `self.facts`; only the freeze step
+    and the managed-disk follow-up record as they go (see there why). Every result is built from
+    those facts by `_result()`, and `_publish()` is the one place that writes the outcome: the
+    status file, the status and log blobs, extension.log.
     """
 
     def __init__(self, request: SnapshotRequest, *, check_mode: bool = False) -> None:
@@ -509,11 +510,10 @@ class SnapshotRun:
         if app_quiesced:
             self._refresh(endpoints)
         rcu = _rcu_expedite.prepare(request.expedite_freeze)
-        # Armed before the freeze: a thaw that outlives the run's processes (systemd hosts).
+        # A thaw that outlives the run's processes (systemd hosts), armed below.
         timer = ThawTimer(
             mount_points, request.max_freeze_seconds, rcu.earlier if rcu.fd >= 0 else None
         )
-        timer.arm()
         facts.freeze.update(
             freeze_expedited=False,
             freeze_expedite_note=rcu.reason,
@@ -525,20 +525,23 @@ class SnapshotRun:
             request.max_freeze_seconds,
             rcu_fd=rcu.fd,
             rcu_earlier=rcu.earlier,
-            marker=timer.marker,
+            marker=timer.marker_path,
         )
         try:
-            guardian.start()
+            guardian.start()  # forks the guardian, then flushes the mounts (seconds on a slow disk)
         except VmSnapshotError as exc:
             rcu.close()
-            timer.cancel()
             self.log.error(f"cannot prepare the freeze: {exc.message}")
             return self._after_freeze_failure(endpoints, exc.status, facts=facts)
-        self.log.info(f"freezing {', '.join(mount_points)}")
-        self.log.hold()
-        # The snapshot calls, retry included, must end before the guardian's deadline.
-        deadline = time.monotonic() + request.max_freeze_seconds * SNAPSHOT_SHARE_OF_DEADLINE
         try:
+            # Armed after the flush, right before the freeze: the timer counts from here, and one
+            # armed before a long flush would thaw this freeze early.
+            timer.arm()
+            facts.freeze.update(thaw_backstop=timer.backstop, thaw_backstop_note=timer.reason)
+            self.log.info(f"freezing {', '.join(mount_points)}")
+            self.log.hold()
+            # The snapshot calls, retry included, must end before the guardian's deadline.
+            deadline = time.monotonic() + request.max_freeze_seconds * SNAPSHOT_SHARE_OF_DEADLINE
             try:
                 guardian.freeze()
             except VmSnapshotError as exc:
