@@ -92,3 +92,50 @@ def test_the_post_script_after_a_signal_gets_default_signal_handling(
         finished_properly(case, meter, app, run, result, run_dirs)
         case.check(app.entries() == PAIR, f"journal: {app.entries()}")
         case.check(took < DEADLINE + 8, f"returned {took:.1f} s after the signal")
+
+
+def _is_status_put(method: str, target: str) -> bool:
+    return method == "PUT" and "comp=snapshot" not in target
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("phase", ["connect", "status blob"])
+def test_a_signal_outside_the_scripts(
+    figures, make_app, meter, proxy, proxied_disks, azurite, loop_ext4, run_dirs, tmp_path,
+    phase, signum,
+):  # fmt: skip
+    """SIGINT/SIGTERM while the run connects (a slow properties call, before any script) or
+    writes the status blob (after the post-script): a JSON result, nothing left quiesced."""
+    scenario = figures.scenario(
+        "other-signals", "kill", "SIGHUP, SIGQUIT, SIGUSR1, SIGALRM to the module",
+        deadline=DEADLINE,
+    )  # fmt: skip
+    app = make_app("app")
+    if phase == "connect":
+        proxy.rules[:] = [Rule(lambda method, target: method == "HEAD", delay=3.0)]
+        status_uri = azurite.status_blob_sas(container=azurite.create_container())
+    else:
+        proxy.rules[:] = [Rule(_is_status_put, delay=3.0)]
+        status_uri = proxy.url_for(azurite.status_blob_sas(container=azurite.create_container()))
+    args = snapshot_args(
+        proxied_disks(1), app, run_dirs, [loop_ext4], max_freeze_seconds=DEADLINE,
+        status_blob_uri=status_uri, snapshot_timeout=5.0,
+    )  # fmt: skip
+    with scenario.case(f"{signum.name} at the {phase}") as case:
+        run = ModuleProcess(args, tmp_path)
+        if phase == "connect":
+            case.check(
+                wait_for(lambda: any(m == "HEAD" for m, _t, _s in proxy.seen), 30), "no HEAD"
+            )
+        else:
+            case.check(wait_for(lambda: app.count("post-end") == 1, 30), "no post-script")
+            case.check(
+                wait_for(lambda: any(_is_status_put(m, t) for m, t, _s in proxy.seen), 30),
+                "no status blob write",
+            )
+        time.sleep(0.3)
+        run.process.send_signal(signum)
+        result = run.finish()
+        finished_properly(case, meter, app, run, result, run_dirs, post_expected=phase != "connect")
+        expected = [] if phase == "connect" else PAIR
+        case.check(app.entries() == expected, f"journal: {app.entries()}")
