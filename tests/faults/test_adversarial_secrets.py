@@ -390,3 +390,37 @@ def test_misspelt_options_carrying_secrets_are_not_echoed(figures, blob_disks, t
             if hits or MISSPELT_TOKEN[::-1] in text:
                 case.scenario.secrets += 1  # one per output that leaks
                 case.failures.append(f"{name}: {hits[:3]}")
+
+
+@pytest.mark.parametrize(
+    "spelling", ["base64url, no padding", "plus as %20", "split every 9, CRLF", "upper case"]
+)
+def test_snapshot_restore_with_a_service_echoing_in_other_spellings(
+    figures, proxy, blob_disks, azurite, tmp_path, spelling
+):
+    scenario = figures.scenario(
+        "echoed-other-spellings", "secrets",
+        "the SAS echoed at the snapshot call in spellings the first suite did not use",
+        deadline=DEADLINE,
+    )  # fmt: skip
+    with scenario.case(f"snapshot_restore: {spelling}") as case:
+        disk = blob_disks(1)[0]
+        snapshot = azurite.service.get_blob_client(disk.container, disk.name).create_snapshot()
+        source = azurite.blob_sas(
+            disk.container, disk.name, permissions="r", snapshot=snapshot["snapshot"]
+        )
+        destination = azurite.blob_sas(disk.container, "restored.vhd", permissions="rcw")
+        secrets = [unquote(signature_of(source)), unquote(signature_of(destination))]
+        echoed = " ".join(SPELLINGS[spelling](secret) for secret in secrets)
+        proxy.rules[:] = [Rule(lambda method, target: True, **_answer_with(echoed, source))]
+        args = {"snapshot_uri": proxy.url_for(source), "destination_uri": destination}
+        result, process = run_module_process(
+            {**args, "timeout": 2, "wait_timeout": 5}, tmp_path, name="snapshot_restore"
+        )
+        case.module_output(process)
+        case.check(result and result.get("failed"), summary(result))
+        for name, text in {"stdout": process.stdout, "stderr": process.stderr}.items():
+            hits = deep_leaks(text, secrets)
+            if hits:
+                case.scenario.secrets += 1
+                case.failures.append(f"{name}: {hits[:3]}")
