@@ -14,6 +14,7 @@ memory: it is registered with `_redact` the moment it is read, never written any
 
 from __future__ import annotations
 
+import re
 import threading
 from urllib.parse import urlencode
 
@@ -29,6 +30,9 @@ from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._status_c
     VmSnapshotError,
 )
 
+# A bearer token's characters (RFC 6750, b64token): anything else (a blank, a line break) would
+# break or inject into the Authorization header, and http.client's error would show the token.
+_BEARER_TOKEN = re.compile(r"[A-Za-z0-9._~+/-]+=*")
 DEFAULT_IMDS_ENDPOINT = "http://169.254.169.254"
 IMDS_API_VERSION = "2018-02-01"
 TOKEN_PATH = "/metadata/identity/oauth2/token"
@@ -74,6 +78,11 @@ def imds_token(
     token = response.json().get("access_token") if response.ok else None
     if isinstance(token, str) and token:
         register(token)
+        if not _BEARER_TOKEN.fullmatch(token):
+            raise VmSnapshotError(
+                Status.error_http_failure,
+                f"{where} gave a token with characters a bearer token cannot hold (RFC 6750).",
+            )
         return token
     answer = response.json()
     detail = short(str(answer.get("error_description") or answer.get("error") or ""))
@@ -98,6 +107,12 @@ class TokenSource:
     ) -> None:
         if access_token:
             register(access_token)
+            if not _BEARER_TOKEN.fullmatch(access_token):
+                raise VmSnapshotError(
+                    Status.error_parameter,
+                    "access_token holds characters a bearer token cannot hold (RFC 6750: "
+                    "letters, digits and -._~+/ with = at the end): a blank or a line break?",
+                )
         self._token = access_token or None
         self._given = bool(access_token)
         self.imds_endpoint = imds_endpoint

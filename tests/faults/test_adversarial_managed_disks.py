@@ -266,3 +266,33 @@ def test_throttled_snapshot_call_with_odd_retry_after(
         ]
         # Retried at most every 0.2 s while the deadline lasts, never in a busy loop.
         case.check(len(puts) <= DEADLINE / 0.2 + 2, f"{len(puts)} calls")
+
+
+@pytest.mark.parametrize("spoil", ["a header after CRLF", "a blank inside", "a NUL at the end"])
+def test_an_access_token_that_is_not_a_bearer_token_is_refused(
+    figures, app, standin, tmp_path, spoil
+):
+    """A token with a line break would inject a header (http.client refuses it with an error
+    that shows the token): refused with 11 before any call, no piece of it shown."""
+    scenario = figures.scenario(
+        "hostile-managed-disk-fields", "input",
+        "format strings, nested tags, NULs and huge values in managed_disks",
+        deadline=DEADLINE,
+    )  # fmt: skip
+    with scenario.case(f"access_token with {spoil}") as case:
+        token = standin.token("awx-credential")
+        spoiled = {
+            "a header after CRLF": f"{token}\r\nX-Injected: 1",
+            "a blank inside": f"{token[:40]} {token[40:]}",
+            "a NUL at the end": f"{token}\u0000",
+        }[spoil]
+        before = len(standin.requests())
+        disk_id = standin.add_disk(f"spoiled-{time.monotonic_ns()}", size_bytes=64 * 1024)
+        args = managed_args(standin, app, tmp_path, [{"id": disk_id}], access_token=spoiled)
+        result, process = run_module_process(args, tmp_path, timeout=60)
+        case.module_output(process)
+        case.check(result and result.get("status_code") == 11, summary(result))
+        case.check(app.entries() == [], f"scripts ran: {app.entries()}")
+        calls = [r for r in standin.requests()[before:] if not r["path"].startswith("/_standin")]
+        case.check(not calls, f"Resource Manager was called: {calls[:2]}")
+        _check_no_token(case, process, tmp_path, token)
