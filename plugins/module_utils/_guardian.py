@@ -92,6 +92,10 @@ _TICK_MS = 20
 FLUSH_QUIET_SHARE = 0.1  # a round this short (share of max_freeze_seconds) ends the flush
 FLUSH_REFUSE_SHARE = 0.5  # a last round longer than this refuses to freeze
 FLUSH_MAX_ROUNDS = 8
+# ext4's FIFREEZE also writes every journaled metadata block home (a checkpoint), one disk write
+# after another; the flush does that first too (80 ms a write: 0.13 s left instead of 0.33 s).
+EXT4_SUPER_MAGIC = 0xEF53
+EXT4_IOC_CHECKPOINT = 0x4004662B  # _IOW('f', 43, __u32), Linux 5.13
 
 _GUARDIAN_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE)
 _NS_PER_MS = 1_000_000
@@ -501,9 +505,13 @@ class Guardian:
             self._sync_rounds += 1
             if took <= quiet or not shorter:
                 break
-        self._sync_ms = _ms(start, previous)
         self._last_sync_ms = _ms(0, took)
-        if took > self.max_freeze_seconds * FLUSH_REFUSE_SHARE * _NS_PER_S:
+        refuse = took > self.max_freeze_seconds * FLUSH_REFUSE_SHARE * _NS_PER_S
+        if not refuse:
+            for fd in self._fds:
+                _checkpoint(fd)
+        self._sync_ms = _ms(start, time.monotonic_ns())
+        if refuse:
             raise VmSnapshotError(
                 Status.FailedRetryableFsFreezeTimeout,
                 f"Not frozen: after {self._sync_rounds} rounds of flushing, the filesystems "
@@ -803,6 +811,18 @@ try:  # loaded when this module is imported, never while frozen
     _LIBC: ctypes.CDLL | None = ctypes.CDLL(None, use_errno=True)
 except OSError:
     _LIBC = None
+
+
+def _checkpoint(fd: int) -> None:
+    """ext4 only: write the journal's blocks home now, not inside the freeze."""
+    if _LIBC is None:
+        return
+    buffer = ctypes.create_string_buffer(256)  # struct statfs; f_type, a long, comes first
+    if _LIBC.fstatfs(fd, buffer) != 0:
+        return
+    if ctypes.c_long.from_buffer(buffer).value == EXT4_SUPER_MAGIC:
+        with contextlib.suppress(OSError):  # before 5.13, or no journal: FIFREEZE does it
+            fcntl.ioctl(fd, EXT4_IOC_CHECKPOINT, bytes(4))
 
 
 def _syncfs(fd: int) -> None:

@@ -1,9 +1,11 @@
-"""The flush before the freeze: rounds of syncfs() until one is short, or a refusal to freeze.
+"""The flush before the freeze: syncfs() rounds until one is short, then the ext4 checkpoint;
+or a refusal to freeze.
 
 ``_syncfs`` is replaced by a stand-in that takes a scripted time per round, so each case plays a
 disk and its writers: data drained at once, drained round after round, or dirtied as fast as it
-is written. No filesystem is frozen: ``Guardian.start()`` only opens the directory and forks the
-guardian, which waits for a freeze that never comes and leaves at ``close()``.
+is written; ``_checkpoint`` by one that notes the call. No filesystem is frozen:
+``Guardian.start()`` only opens the directory and forks the guardian, which waits for a freeze
+that never comes and leaves at ``close()``.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ DEADLINE = 0.2
 
 @pytest.fixture
 def rounds(monkeypatch):
-    """Script the rounds: ``rounds([0.15, 0.05])``; returns how many were run."""
+    """Script the rounds: ``rounds([0.15, 0.05])``; returns each round's time, then
+    "checkpoint" for each ext4 checkpoint asked for."""
     done: list[float] = []
 
     def script(seconds: list[float]) -> list[float]:
@@ -40,6 +43,7 @@ def rounds(monkeypatch):
             done.append(seconds[min(len(done), len(seconds) - 1)])
 
         monkeypatch.setattr(_guardian, "_syncfs", syncfs)
+        monkeypatch.setattr(_guardian, "_checkpoint", lambda fd: done.append("checkpoint"))
         return done
 
     return script
@@ -56,7 +60,7 @@ def test_one_short_round_is_enough(tmp_path, rounds):
     guardian = flushed(tmp_path)
     report = guardian.thaw()
     guardian.close()
-    assert len(done) == 1
+    assert done == [0.001, "checkpoint"]
     assert report.sync_rounds == 1 and report.last_sync_ms < 20
     assert not report.thaw_forced and report.frozen_window_ms == 0
 
@@ -66,7 +70,7 @@ def test_rounds_go_on_while_they_get_shorter_until_one_is_quiet(tmp_path, rounds
     guardian = flushed(tmp_path)
     report = guardian.thaw()
     guardian.close()
-    assert len(done) == 4  # the fifth would be long: never reached
+    assert done == [0.15, 0.07, 0.03, 0.005, "checkpoint"]  # the fifth would be long
     assert report.sync_rounds == 4 and report.last_sync_ms < 20
     assert report.sync_ms >= 250
 
@@ -75,7 +79,7 @@ def test_a_round_no_shorter_than_the_last_ends_the_flush(tmp_path, rounds):
     done = rounds([0.06, 0.07])
     guardian = flushed(tmp_path)  # 70 ms left for the freeze: within half the deadline
     guardian.close()
-    assert len(done) == 2
+    assert done == [0.06, 0.07, "checkpoint"]
 
 
 def test_writers_as_fast_as_the_disk_refuse_the_freeze(tmp_path, rounds):
@@ -85,7 +89,7 @@ def test_writers_as_fast_as_the_disk_refuse_the_freeze(tmp_path, rounds):
         guardian.start()
     assert raised.value.status == Status.FailedRetryableFsFreezeTimeout
     assert "Not frozen" in raised.value.message and "2 rounds" in raised.value.message
-    assert len(done) == 2
+    assert done == [0.15, 0.16]  # no checkpoint: nothing will be frozen
     # Nothing is left: the guardian reaped, every fd closed, no report of a freeze.
     assert guardian.pid is None
     assert guardian.thaw().frozen_mounts == []
@@ -95,7 +99,7 @@ def test_the_rounds_are_bounded(tmp_path, rounds):
     done = rounds([0.2 - 0.02 * index for index in range(FLUSH_MAX_ROUNDS + 1)])
     guardian = flushed(tmp_path)
     guardian.close()
-    assert len(done) == FLUSH_MAX_ROUNDS
+    assert len(done) == FLUSH_MAX_ROUNDS + 1 and done[-1] == "checkpoint"
 
 
 def test_no_flush_when_told_not_to(tmp_path, rounds):
