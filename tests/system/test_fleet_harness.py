@@ -151,7 +151,7 @@ def test_teardown_after_a_failing_test(tmp_path: Path) -> None:
         def test_fails_on_purpose(fleet):
             f = fleet(2, state_path={str(state)!r})
             # A writer blocked on a frozen data filesystem: teardown must still end it.
-            writer = "(echo x > /srv/data/x; sync) >/dev/null 2>&1 &"
+            writer = "(echo x > /srv/data/x; sync -f /srv/data) >/dev/null 2>&1 &"
             f.ssh(f.names[0], "fsfreeze -f /srv/data; " + writer)
             assert False, "failing on purpose"
         """)
