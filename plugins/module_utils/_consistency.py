@@ -113,12 +113,14 @@ def final_outcome(
     snapshots_ok: int,
     snapshots_total: int,
     crash_fallback_allowed: bool,
+    freeze_failure: str | None = None,
 ) -> Outcome:
     """The job status, the consistency obtained and the sticky health code of a whole run.
 
     `pre_status`/`post_status` are None when that phase did not run; `snapshot_status` is None
     when no snapshot was attempted, Status.success when all succeeded, else the freeze or
-    snapshot failure code.
+    snapshot failure code; `freeze_failure` says why the freeze failed, when it did (the code
+    alone does not: a refused flush and a FIFREEZE past the deadline are both 122).
     """
     dobackup = snapshot_allowed(precheck_status, pre_status, continue_on_failure, fs_freeze_enabled)
     if _failed(post_status) and (
@@ -136,6 +138,8 @@ def final_outcome(
         notes.append(f"pre/post-script framework: {_name(script_error)}")
     if not fs_freeze_enabled:
         notes.append("file systems not frozen (fsFreezeEnabled is false)")
+    if freeze_failure:
+        notes.append(freeze_failure.rstrip("."))
 
     taken = snapshot_status is not None and snapshots_ok > 0
     run = Status.success if snapshot_status is None or _ok(snapshot_status) else snapshot_status

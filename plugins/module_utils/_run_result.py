@@ -74,6 +74,7 @@ class RunFacts:
     thaw: ThawReport | None = None
     # How the freeze was done: expedited or why not, which thaw backstop was armed.
     freeze: dict[str, object] = field(default_factory=dict)
+    freeze_failure: str | None = None  # why the freeze failed, when it did
 
     def add_phase(self, phase: PhaseRun) -> None:
         self.timings[f"{phase.name}_ms"] = phase.ms

@@ -532,6 +532,7 @@ class SnapshotRun:
         except VmSnapshotError as exc:
             rcu.close()
             self.log.error(f"cannot prepare the freeze: {exc.message}")
+            facts.freeze_failure = exc.message
             return self._after_freeze_failure(endpoints, exc.status, facts=facts)
         try:
             # Armed after the flush, right before the freeze: the timer counts from here, and one
@@ -546,6 +547,7 @@ class SnapshotRun:
                 guardian.freeze()
             except VmSnapshotError as exc:
                 self.log.error(f"freeze failed: {exc.message}")
+                facts.freeze_failure = exc.message
                 report = guardian.thaw()
                 if report.thaw_forced:  # e.g. a FIFREEZE that outlasted the deadline
                     facts.thaw = report
@@ -673,6 +675,7 @@ class SnapshotRun:
             snapshots_ok=sum(1 for s in snapshots if s.ok),
             snapshots_total=len(self.request.disks) + len(self.request.managed_disks),
             crash_fallback_allowed=self.request.crash_fallback_allowed,
+            freeze_failure=self.facts.freeze_failure,
         )
         self.log.info(f"result: {outcome.status.name}, {outcome.consistency}: {outcome.message}")
         return outcome

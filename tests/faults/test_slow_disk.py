@@ -282,6 +282,8 @@ def test_the_deadline_holds_on_a_slow_disk(
                 )
             if code == 0:
                 case.check(result.get("consistency") == "application", summary(result))
+            if code == 122 and not frozen_ms:  # a refused flush says why, not only its code
+                case.check("Not frozen" in result.get("message", ""), summary(result))
             if frozen_ms:
                 frozen_mounts = [fast.mount_point, mount]
                 case.check(result.get("frozen_mounts") == frozen_mounts, "not frozen fast first")

@@ -160,3 +160,22 @@ def test_predicted_consistency(status, cof, freeze, level):
         status=Status(status), continue_on_failure=cof, fs_freeze_enabled=freeze
     )
     assert predicted_consistency(precheck) == level
+
+
+def test_a_freeze_failure_says_why():
+    reason = "Not frozen: after 3 rounds of flushing, writing left would outlast the deadline."
+    result = final_outcome(
+        precheck_status=Status(1),
+        pre_status=Status(1),
+        post_status=Status(1),
+        continue_on_failure=T,
+        fs_freeze_enabled=T,
+        snapshot_status=Status.FailedRetryableFsFreezeTimeout,
+        snapshots_ok=0,
+        snapshots_total=1,
+        crash_fallback_allowed=F,
+        freeze_failure=reason,
+    )
+    assert result.message == (
+        "The snapshot failed: 122 FailedRetryableFsFreezeTimeout (0/1 disks); " + reason
+    )
