@@ -333,6 +333,9 @@ def _guardian_main(plan: _Plan, cmd_r: int, reply_w: int, module_r: int) -> None
                 except OSError as exc:
                     rcu_set = False
                     send(f"X E{exc.errno}")
+            # The window starts at the ioctl, not before the messages above: no writer waits
+            # on them. The deadline still counts from before them.
+            began = time.monotonic_ns()
             try:
                 fcntl.ioctl(fd, FIFREEZE, 0)
             except OSError as exc:
@@ -341,7 +344,7 @@ def _guardian_main(plan: _Plan, cmd_r: int, reply_w: int, module_r: int) -> None
                 return
             frozen.append(index)
             now = time.monotonic_ns()
-            send(f"F {index} {start} {now}")
+            send(f"F {index} {began} {now}")
             if now >= deadline:
                 send("L")
                 thaw_all("-")
