@@ -311,7 +311,8 @@ class ManagedDiskEndpoint:
         """Token, connection and a GET of the disk (its location); raise VmSnapshotError."""
         token = self._token(deadline)
         disk = self._checked("GET", self.target.disk_id, token, None, deadline, "read the disk")
-        self.location = disk.get("location")
+        location = disk.get("location")
+        self.location = location if isinstance(location, str) else None
         if not self.location:
             raise VmSnapshotError(
                 Status.error_http_failure, f"The disk {self.target.disk_id} has no location."
@@ -354,7 +355,7 @@ class ManagedDiskEndpoint:
             self._operation_url = response.headers.get("azure-asyncoperation") or (
                 response.headers.get("location")
             )
-            state = (response.json().get("properties") or {}).get("provisioningState")
+            state = _state(_properties_of(response).get("provisioningState"))
             self.result = ManagedSnapshotResult(
                 target.disk_id,
                 target.snapshot_id,
@@ -407,9 +408,9 @@ class ManagedDiskEndpoint:
         except Exception as exc:  # after the thaw: the snapshot stands, we could not look
             self.result = _replace(result, error=f"not followed: {describe(exc)}")
             return self.result
-        properties = (snapshot.json().get("properties") or {}) if snapshot.ok else {}
-        percent = properties.get("completionPercent")
-        state = properties.get("provisioningState") or state
+        properties = _properties_of(snapshot) if snapshot.ok else {}
+        percent = _percent(properties.get("completionPercent"))
+        state = _state(properties.get("provisioningState")) or state
         if error is not None or state in ("Failed", "Canceled"):
             message, status = _operation_error(error, state)
             self.result = ManagedSnapshotResult(
@@ -456,6 +457,25 @@ def _target(resource_or_url: str) -> str:
         return f"{quote(resource_or_url, safe='/')}?api-version={DISK_API_VERSION}"
     parts = urlsplit(resource_or_url)
     return f"{parts.path}?{parts.query}" if parts.query else parts.path
+
+
+def _properties_of(response: ArmResponse) -> dict:
+    """The answer's `properties`, or {} when it is missing or not an object."""
+    properties = response.json().get("properties")
+    return properties if isinstance(properties, dict) else {}
+
+
+def _state(value: object) -> str | None:
+    """A provisioning state as Resource Manager spells one (a short word), else None: the
+    answer goes into the result and both status documents."""
+    return value if isinstance(value, str) and re.fullmatch(r"[A-Za-z]{1,40}", value) else None
+
+
+def _percent(value: object) -> float | None:
+    """completionPercent when it is a number from 0 to 100 (not NaN, which is not JSON)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if 0 <= value <= 100 else None
 
 
 def _replace(result: ManagedSnapshotResult, **changes) -> ManagedSnapshotResult:

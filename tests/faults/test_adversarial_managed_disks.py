@@ -15,12 +15,15 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import pytest
 from fault_support import run_module_process, summary
 from test_adversarial_secrets import SPELLINGS, deep_leaks
+
+from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils import _managed_disk
 
 DEADLINE = 2
 SNAPSHOT_TIMEOUT = 3.0
@@ -296,3 +299,28 @@ def test_an_access_token_that_is_not_a_bearer_token_is_refused(
         calls = [r for r in standin.requests()[before:] if not r["path"].startswith("/_standin")]
         case.check(not calls, f"Resource Manager was called: {calls[:2]}")
         _check_no_token(case, process, tmp_path, token)
+
+
+@pytest.mark.parametrize(
+    "properties",
+    [
+        {"provisioningState": "x" * 100000, "completionPercent": float("nan")},
+        {"provisioningState": {"nested": True}, "completionPercent": "100"},
+        {"provisioningState": "Succeeded", "completionPercent": 1e308},
+        ["not", "an", "object"],
+        "a string",
+    ],
+    ids=["huge state, NaN percent", "nested state, text percent", "huge percent", "a list",
+         "a string"],
+)  # fmt: skip
+def test_odd_snapshot_properties_are_not_carried_into_the_result(properties):
+    """What Resource Manager answers goes into the result and both status documents: a state
+    of 100000 characters or a NaN percent (not JSON) is dropped; properties that are not an
+    object do not raise inside the frozen window."""
+    answer = _managed_disk.ArmResponse(200, {}, json.dumps({"properties": properties}).encode())
+    found = _managed_disk._properties_of(answer)
+    state = _managed_disk._state(found.get("provisioningState"))
+    percent = _managed_disk._percent(found.get("completionPercent"))
+    assert state in (None, "Succeeded")
+    assert percent is None
+    json.dumps({"state": state, "percent": percent}, allow_nan=False)
