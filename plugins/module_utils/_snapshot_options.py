@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import unicodedata
 
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._fleet import (
     FleetInputError,
@@ -72,7 +73,10 @@ def _text_only(value: object, what: str) -> None:
 
 
 def _one_line(text: str) -> bool:
-    return len(text) <= MAX_TASK_ID_LENGTH and text.isprintable()
+    """Short, and no control character or line break (other Unicode is a valid task id)."""
+    return len(text) <= MAX_TASK_ID_LENGTH and not any(
+        unicodedata.category(char) == "Cc" or char in "\u2028\u2029" for char in text
+    )
 
 
 def request_from_params(params: dict) -> SnapshotRequest:
@@ -127,8 +131,8 @@ def request_from_params(params: dict) -> SnapshotRequest:
     task_id = params.get("task_id") or (settings.task_id if settings else None)
     if task_id is not None and not _one_line(task_id):
         raise _bad(
-            f"task_id must be at most {MAX_TASK_ID_LENGTH} printable characters, without "
-            "control characters or line breaks."
+            f"task_id must be at most {MAX_TASK_ID_LENGTH} characters, without control "
+            "characters or line breaks."
         )
     return SnapshotRequest(
         disks=disks,

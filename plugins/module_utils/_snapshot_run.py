@@ -120,8 +120,12 @@ class SnapshotRequest:
     arm: ArmSettings | None = None
 
 
-class RunInterrupted(Exception):
-    """Raised by the module's SIGINT/SIGTERM handler; the run finishes as for any failure."""
+class RunInterrupted(BaseException):
+    """Raised by the module's handler of a stopping signal; the run finishes as for any failure.
+
+    A BaseException, like KeyboardInterrupt: raised at whatever bytecode the signal finds, it must
+    pass every ``except Exception`` on its way up (``threading.Thread.start()`` would take it for
+    a failed start and undo a thread that runs) until the run's own handlers below."""
 
     def __init__(self, signal_name: str) -> None:
         super().__init__(f"interrupted by {signal_name}")
@@ -190,7 +194,7 @@ class SnapshotRun:
             return self._run_locked()
         except VmSnapshotError:
             raise
-        except Exception as exc:  # RunInterrupted included: a code, a status, never a traceback
+        except (Exception, RunInterrupted) as exc:  # a code, a status, never a traceback
             return self._unexpected(exc, None)
         finally:
             lock.release()
@@ -350,7 +354,7 @@ class SnapshotRun:
             if not self._pre_attempted:
                 raise  # nothing ran yet: the module reports the code, as for bad input
             return self._unexpected(exc, precheck)
-        except Exception as exc:  # RunInterrupted included
+        except (Exception, RunInterrupted) as exc:
             return self._unexpected(exc, precheck)
         finally:
             for endpoint in endpoints:
@@ -448,7 +452,9 @@ class SnapshotRun:
                 )
         return PhaseRun(name, result, ms)
 
-    def _unexpected(self, exc: Exception, precheck: _prepost.Precheck | None) -> dict:
+    def _unexpected(
+        self, exc: Exception | RunInterrupted, precheck: _prepost.Precheck | None
+    ) -> dict:
         """The second line of defence: whatever failed, the post-scripts of a run whose
         pre-scripts were attempted still run, the status is written and a code returned."""
         if isinstance(exc, VmSnapshotError):
