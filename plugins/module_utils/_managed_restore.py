@@ -211,11 +211,12 @@ def _wait(client: _Client, operation_url: str, disk_id: str) -> str:
                     f"{error.get('code', '')}: {error.get('message', '')}",
                 )
             return status
-        wait = answer.retry_after() or DEFAULT_POLL_SECONDS
+        # A Retry-After beyond the poll interval (99999, a far date) still polls every 5 s.
+        wait = min(answer.retry_after() or DEFAULT_POLL_SECONDS, 5.0)
         if time.monotonic() + wait >= client.deadline:
             raise VmSnapshotError(
                 Status.error_http_failure,
                 f"Creating the disk {disk_id} did not end within wait_timeout; it goes on in "
                 "Azure.",
             )
-        time.sleep(min(wait, 5.0))
+        time.sleep(wait)

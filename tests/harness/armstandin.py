@@ -32,7 +32,8 @@ asked, tokens left out), `POST tokens` (mint a token for the `access_token` opti
 A fault rule: `{"path": regex, "method": "PUT", "status": 429, "code": ..., "message": ...,
 "retry_after": 1, "times": 1, "delay": 0.5, "lro": "fail", "drop": true}`: `delay` answers late,
 `drop` closes the connection without an answer, `lro: fail` accepts the call and fails its
-operation later; `times` (default: every time) counts the matches it applies to.
+operation later, `retry_after` without `status` gives the real answer that `Retry-After`;
+`times` (default: every time) counts the matches it applies to.
 
 Each stand-in is a record of `records.py` (in `<state dir>/armstandin/`): one started by a test
 process is stopped when that process exits or gets SIGTERM/SIGHUP (and stops by itself when its
@@ -443,7 +444,10 @@ class ArmStandin:
                     if refused is not None:
                         return refused
                 request.fault = fault  # type: ignore[attr-defined]
-                return handler(self, request, match)
+                response = handler(self, request, match)
+                if fault and fault.get("retry_after") is not None and response is not None:
+                    response.headers["Retry-After"] = str(fault["retry_after"])
+                return response
         return self.arm_error(404, "NotFound", f"No route for {request.method} {request.path}.")
 
     def serve(self, ready_file: str | None = None, owner: tuple | None = None) -> None:

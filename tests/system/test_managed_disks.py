@@ -182,6 +182,40 @@ def test_a_disk_made_from_another_source_is_never_overwritten(azurite, standin, 
     assert "was not made from this snapshot" in result["msg"]
 
 
+def test_a_restore_polls_through_a_far_retry_after(azurite, standin, tmp_path):
+    """An operation answering Retry-After: 99999 is polled every few seconds until it ends,
+    not given up at once as if it had outlived wait_timeout."""
+    [disk_id] = new_disks(standin, 1, "far")
+    snap = disk_id.replace("/disks/", "/snapshots/") + "-s"
+    status, _body = standin.call(
+        "PUT",
+        f"{snap}?api-version=2024-03-02",
+        {
+            "location": "westeurope",
+            "properties": {"creationData": {"createOption": "Copy", "sourceResourceId": disk_id}},
+        },
+        token=standin.token(),
+    )
+    assert status == 202
+    standin.set_faults({"method": "GET", "path": "/DiskOperations/", "retry_after": 99999})
+    try:
+        result = run_module(
+            "managed_disk_restore",
+            {
+                "snapshot_id": snap,
+                "name": "far-restored",
+                "arm_endpoint": standin.arm_endpoint,
+                "imds_endpoint": standin.imds_endpoint,
+                "ca_path": standin.ca_file,
+            },
+        )
+    finally:
+        standin.clear_faults()
+    assert result.get("provisioning_state") == "Succeeded", result
+    polls = [r for r in standin.requests() if "/DiskOperations/" in r["path"]]
+    assert polls and all(r["status"] == 200 for r in polls), polls
+
+
 def run_with(standin, disk_ids, tmp_path, run_dirs, **extra):
     prepost = write_prepost(tmp_path / "scripts")
     result = run_module(
