@@ -160,8 +160,6 @@ def slow_disks(azurite) -> Iterator[Callable[[str], SlowDisk]]:
             sas = azurite.blob_sas(container, "slow.vhd")
             disk = attach_blob_disk(proxy.url_for(sas))
             made[fstype] = SlowDisk(disk, proxy, sas)
-            # Whole requests to the disk's file, not one FUSE write (a Put Page) per 4 KiB page.
-            run(["losetup", "--direct-io=on", disk.device])
             run([*MKFS[fstype], disk.device])
             disk.mount()
         return made[fstype]

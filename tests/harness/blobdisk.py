@@ -1,12 +1,13 @@
 """Blob-backed block devices: a page blob in the blob service used as a disk, like an Azure VHD.
 
 A small FUSE filesystem (libfuse 3 through mfusepy) exposes one page blob as the file
-``disk.vhd``; a loop device on that file is the disk. Every read is a ranged Get Blob, every
-write a Put Page on the blob (whole 512-byte pages; a write that does not cover whole pages is
-completed from the blob first), answered only once the blob service accepted it. There is no
-write cache to lose: when the kernel sends a flush (fsync of the file, a flush request on the loop
-device), everything written is already in the blob. So a blob snapshot holds exactly what the
-disk held, and a freeze of the filesystem on the disk makes that a file-system-consistent image.
+``disk.vhd``; a loop device on that file, in direct I/O mode, is the disk. Every read request
+is a ranged Get Blob, every write request a Put Page on the blob (whole 512-byte pages; a write
+that does not cover whole pages is completed from the blob first), answered only once the blob
+service accepted it. There is no write cache to lose: when the kernel sends a flush (fsync of
+the file, a flush request on the loop device), everything written is already in the blob. So a
+blob snapshot holds exactly what the disk held, and a freeze of the filesystem on the disk makes
+that a file-system-consistent image.
 
 Each disk has its own FUSE server process (this file's ``serve`` command; the SAS URI reaches it
 on stdin, never on a command line) and its own temp directory, and is recorded in
@@ -340,7 +341,11 @@ def attach_blob_disk(
         os.mkdir(disk.fuse_mount, 0o700)
         os.mkdir(disk.mount_point)
         _start_server(disk, sas)
-        disk.device = run(["losetup", "--find", "--show", disk.backing_file]).stdout.strip()
+        # Direct I/O: each request of the filesystem is one read or write of the file (one Put
+        # Page), as a disk sees it, not one per 4 KiB page through a second page cache.
+        disk.device = run(
+            ["losetup", "--find", "--show", "--direct-io=on", disk.backing_file]
+        ).stdout.strip()
         disk.save()
         if mkfs:
             run([*MKFS[mkfs], disk.device])
