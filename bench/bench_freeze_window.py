@@ -4,9 +4,12 @@ In one process, with the collection's own pieces: `BlobEndpoint` (connections op
 the module does) and `Guardian` on two loop filesystems (ext4 and xfs) made for the run, against
 Azurite on 127.0.0.1. Each repetition runs, in rotating order:
 
-* unfrozen: one thread per disk, each `create_snapshot()`, all joined (what `_snapshot_all` does);
-* frozen:   `Guardian.start()`, `freeze()`, the same parallel calls, `thaw()`; the window is the
-            guardian's `frozen_window_ms` (first FIFREEZE to last FITHAW, on its clock);
+* unfrozen: the connections renewed (one properties call per disk, as the module does right
+            before its freeze), then one thread per disk, each `create_snapshot()`, all joined
+            (what `_snapshot_all` does); only the calls are timed;
+* frozen:   `Guardian.start()`, the same renewal, `freeze()`, the same parallel calls, `thaw()`;
+            the window is the guardian's `frozen_window_ms` (first FIFREEZE to last FITHAW, on
+            its clock);
 * kernel:   FIFREEZE then FITHAW of the same mounts by bare ioctls, no snapshot: what the kernel
             alone costs, the floor under any frozen window.
 
@@ -88,12 +91,25 @@ def parallel_snapshots(endpoints: list[BlobEndpoint], metadata: dict[str, str]) 
     return elapsed
 
 
+def renew(endpoints: list[BlobEndpoint]) -> None:
+    """One properties call per disk, one after the other: the module's `_refresh`."""
+    for endpoint in endpoints:
+        endpoint.open()
+
+
+def unfrozen_round(endpoints: list[BlobEndpoint], metadata: dict[str, str]) -> float:
+    """The calls as the module makes them inside the window, without the freeze."""
+    renew(endpoints)
+    return parallel_snapshots(endpoints, metadata)
+
+
 def frozen_round(mounts: list[str], endpoints, metadata) -> dict:
     """As the module does it, expediting included (expedite_freeze defaults to true)."""
     rcu = prepare(True)
     guardian = Guardian(mounts, MAX_FREEZE_SECONDS, rcu_fd=rcu.fd, rcu_earlier=rcu.earlier)
     guardian.start()
     try:
+        renew(endpoints)
         guardian.freeze()
         calls = parallel_snapshots(endpoints, metadata)
         report = guardian.thaw()
@@ -228,7 +244,7 @@ def run(reps: int, log: Callable[[str], None] = print) -> dict:
                 endpoints[-1].open()
             samples = sample(
                 {
-                    "unfrozen": cold(lambda e=endpoints: parallel_snapshots(e, metadata)),
+                    "unfrozen": cold(lambda e=endpoints: unfrozen_round(e, metadata)),
                     "frozen": cold(lambda e=endpoints: frozen_round(mounts, e, metadata)),
                 },
                 reps,
@@ -304,6 +320,8 @@ def report(rows: list[dict], kernel: dict, reps: int) -> dict:
         "window: the guardian's frozen_window_ms (first FIFREEZE start to last FITHAW end); "
         f"frozen rounds expedite the freeze as the module does ({RCU_EXPEDITED} 1 during the "
         "FIFREEZE calls) and syncfs() every mount before it.",
+        "calls: both rounds renew every disk's connection first (one properties call each), as "
+        "the module does right before its freeze; only the snapshot calls are timed.",
         "freeze, thaw: the guardian's own timing of its FIFREEZE and FITHAW ioctls.",
         "hold: window - freeze - thaw, while every mount is frozen; hand-off: hold minus the "
         "calls made inside it (pipe round trips to the guardian, its watcher thread).",
