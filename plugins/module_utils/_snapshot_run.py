@@ -539,8 +539,7 @@ class SnapshotRun:
             facts.freeze_failure = exc.message
             return self._after_freeze_failure(endpoints, exc.status, facts=facts)
         try:
-            if app_quiesced:
-                self._refresh(endpoints)
+            self._refresh(endpoints)
             # Armed after the flush, right before the freeze: the timer counts from here, and one
             # armed before a long flush would thaw this freeze early.
             timer.arm()
@@ -588,8 +587,8 @@ class SnapshotRun:
         return snapshot_status_for(facts.snapshots)
 
     def _refresh(self, endpoints: list[BlobEndpoint | ManagedDiskEndpoint]) -> None:
-        """Renew connections the service may have dropped while the pre-script and the flush
-        ran, so the frozen window does not pay for a reconnect.
+        """Renew connections the service may have dropped while the scripts and the flush ran,
+        so the frozen window does not pay for a reconnect.
 
         Made right before the freeze, after the guardian's fork and the flush: the first
         requests after a pause or a fork are the slow ones (the server's first work since then,
