@@ -32,7 +32,12 @@ a letter or digit; HTML ``&#NN;``, ``&#xNN;`` (the ``;`` optional), ``&amp;``, `
 of the value and of any text containing it (3 alignments). Besides, any run of base64 or
 encoded characters that, decoded, holds 12 consecutive characters of a registered value (a
 value cut short) or that is itself a piece of 8 or more characters of one (a value split across
-two lines or two headers) is redacted.
+two lines or two headers) is redacted. A run is decoded through every reversible spelling at
+once rather than by one pattern per spelling: escapes of any kind (also octal ``\\163`` and
+``\\u{73}``), NULs and zero-width characters between characters (UTF-16), fullwidth forms,
+characters set apart by blanks or colons, hexadecimal and base32 of the text, rot13 and the
+text reversed; a base64 value (a signature, a key) is also found by the hexadecimal of the bytes
+it encodes (``hmac.digest().hex()``, ``repr()`` of those bytes).
 
 Everything here is compiled when a secret is registered, never while filesystems are frozen.
 """
@@ -40,8 +45,11 @@ Everything here is compiled when a secret is registered, never while filesystems
 from __future__ import annotations
 
 import base64
+import binascii
+import codecs
 import re
 import threading
+import unicodedata
 from re import Pattern
 from typing import Any, Callable
 from urllib.parse import unquote
@@ -68,7 +76,7 @@ def _letter(char: str) -> str:
     code = ord(char)
     return (
         rf"(?:{char}|%(?:25){{0,3}}{code:02x}|%u00{code:02x}|\\{{1,8}}(?:u00|x){code:02x}"
-        rf"|&(?:amp;){{0,3}}#0{{0,4}}{code};?|&(?:amp;){{0,3}}#x0{{0,4}}{code:02x};?)"
+        rf"|\\{{1,8}}0?{code:o}|&(?:amp;){{0,3}}#0{{0,10}}{code};?|&(?:amp;){{0,3}}#x0{{0,10}}{code:02x};?)"
     )
 
 
@@ -76,12 +84,13 @@ def _letter(char: str) -> str:
 _SIG_NAME = "".join(_letter(char) for char in "sig")
 # What separates a name from its value: =, %3D (any depth), \u003d, \x3d, &#61;, &#x3d;, ": ".
 _SEPARATOR = (
-    r"(?:\s*=\s*|%(?:25){0,3}3d|%u003d|\\{1,8}(?:u00|x)3d|&(?:amp;){0,3}#0{0,4}61;?|&(?:amp;){0,3}#x0{0,4}3d;?"
+    r"(?:\s*=\s*|%(?:25){0,3}3d|%u003d|\\{1,8}(?:u00|x)3d|\\{1,8}0?75"
+    r"|&(?:amp;){0,3}#0{0,10}61;?|&(?:amp;){0,3}#x0{0,10}3d;?"
     r"|\"?\s*:\s*\"?|\s*\\{1,8}\"\s*:\s*\\{1,8}\")"
 )
 # A value ends at the first character that cannot belong to it; escaped slashes and numeric
 # HTML entities (other than &) can.
-_VALUE = r"(?:\\{1,8}/|&(?:amp;){0,3}#(?!0{0,4}38;|x0{0,4}26;)x?[0-9a-f]+;|[^&\s\"'<>\\,;)\]}])+"
+_VALUE = r"(?:\\{1,8}/|&(?:amp;){0,3}#(?!0{0,10}38;|x0{0,10}26;)x?[0-9a-f]+;|[^&\s\"'<>\\,;)\]}])+"
 _FALLBACK: tuple[tuple[Pattern[str], str], ...] = (
     (
         re.compile(
@@ -100,15 +109,42 @@ _FALLBACK: tuple[tuple[Pattern[str], str], ...] = (
     (re.compile(r"\beyJ[A-Za-z0-9_-]{6,}\.[A-Za-z0-9_-]{6,}\.[A-Za-z0-9_-]{6,}"), REDACTED),
 )
 
-# A run that may hold a piece of a signature, in any of its spellings.
-_RUN = re.compile(
-    r"(?:[A-Za-z0-9+/=_-]|%(?:25){0,3}[0-9A-Fa-f]{2}|%u00[0-9A-Fa-f]{2}|\\{1,8}/"
-    r"|\\{1,8}(?:u00|x|U000000)[0-9A-Fa-f]{2}|&(?:amp;){0,3}#(?:[0-9]{1,7}|[xX][0-9A-Fa-f]{1,6});?)"
-    rf"{{{PIECE_LENGTH},}}"
+# What may stand between the characters of a value without being one: NUL (UTF-16 read as
+# bytes), the soft hyphen, zero-width characters.
+_FILLERS = "\x00\u00ad\u200b\u200c\u200d\u2060\ufeff"
+_DROP_FILLERS = str.maketrans("", "", _FILLERS)
+# One character of a value in any spelling: raw (also fullwidth), percent-encoded, escaped (JSON,
+# C hex or octal, \\u{...}), an HTML entity; or a filler.
+_UNIT = (
+    rf"[A-Za-z0-9+/=_-]|[\uff01-\uff5e{_FILLERS}]|%(?:25){{0,3}}[0-9A-Fa-f]{{2}}|%u[0-9A-Fa-f]{{4}}"
+    r"|\\{1,8}(?:/|u[0-9A-Fa-f]{4}|u\{[0-9A-Fa-f]{1,6}\}|x[0-9A-Fa-f]{2}|U000[0-9A-Fa-f]{5}|[0-7]{1,3})"
+    r"|&(?:amp;){0,3}#(?:[0-9]{1,12}|[xX][0-9A-Fa-f]{1,12});?"
 )
+# A run that may hold a piece of a secret, in any of its spellings.
+_RUN = re.compile(rf"(?:{_UNIT}){{{PIECE_LENGTH},}}")
+# Characters, or pairs of hexadecimal digits, set apart by a blank or a colon: "a b c", "61:62".
+_SPACED_RUN = re.compile(rf"(?:(?:{_UNIT}){{1,2}}[ \t:]){{{PIECE_LENGTH},}}(?:{_UNIT}){{0,2}}")
+_SEPARATOR_CHARS = re.compile(r"[ \t:]")
+# Hexadecimal anywhere, also in groups ("01bf bf09", as xxd prints it).
+_HEX_TEXT = re.compile(rf"(?:[0-9A-Fa-f]{{2}}[ \t:-]?){{{FRAGMENT_LENGTH},}}")
+# Bytes as Python prints them (repr() of a signature's bytes): b'\x01\xbf\t?*'; the "b" is
+# optional, it may have gone with a "sig=" redacted before.
+_BYTES_LITERALS = (
+    re.compile(rf"'((?:\\.|[^'\\\r\n]){{{PIECE_LENGTH},}})'"),
+    re.compile(rf'"((?:\\.|[^"\\\r\n]){{{PIECE_LENGTH},}})"'),
+)
+_PYTHON_ESCAPE = re.compile(r"\\(x[0-9A-Fa-f]{2}|[0-7]{1,3}|.)")
+_PYTHON_NAMED = {"t": "\t", "n": "\n", "r": "\r"}
 _ESCAPE = re.compile(
-    r"\\{1,8}(?:u00|x|U000000)([0-9A-Fa-f]{2})|%u00([0-9A-Fa-f]{2})|\\{1,8}(/)"
-    r"|&#(?:([0-9]{1,7})|[xX]([0-9A-Fa-f]{1,6}));?|&(amp|lt|gt|quot|apos);"
+    r"\\{1,8}(?:u([0-9A-Fa-f]{4})|u\{([0-9A-Fa-f]{1,6})\}|x([0-9A-Fa-f]{2})|U000([0-9A-Fa-f]{5})"
+    r"|([0-7]{1,3})|(/))|%u([0-9A-Fa-f]{4})|&#(?:([0-9]{1,12})|[xX]([0-9A-Fa-f]{1,12}));?"
+    r"|&(amp|lt|gt|quot|apos);"
+)
+# Stretches of a decoded run that may be a value's bytes in hexadecimal ("61:62", "6162") or
+# in base32.
+_HEX_RUN = re.compile(rf"(?:[0-9A-Fa-f]{{2}}[\s:-]?){{{FRAGMENT_LENGTH},}}")
+_BASE32_RUN = re.compile(
+    rf"(?:[A-Z2-7]{{{2 * FRAGMENT_LENGTH},}}|[a-z2-7]{{{2 * FRAGMENT_LENGTH},}})=*"
 )
 _NAMED_CHARS = {"amp": "&", "lt": "<", "gt": ">", "quot": '"', "apos": "'"}
 # base64url and a form decoder's blank, folded into base64 to compare pieces.
@@ -179,9 +215,7 @@ class _Registry:
         # (whole, length, pattern): secrets themselves (whole=False) are redacted before the
         # fallback patterns, texts that hold public parts too (a query) after them.
         self._patterns: tuple[tuple[bool, int, Pattern[str]], ...] = ()
-        self._fragments: frozenset[str] = frozenset()
-        # The folded values whose pieces count (see PIECE_LENGTH).
-        self._pieces: tuple[str, ...] = ()
+        self._marks = _Marks()
 
     def register(self, value: str, fragments: bool) -> None:
         if not isinstance(value, str) or len(value.strip()) < MIN_SECRET_LENGTH:
@@ -206,10 +240,7 @@ class _Registry:
                 )
             )
             if fragments:
-                folded = _folded(value)
-                grams = {folded[i : i + FRAGMENT_LENGTH] for i in range(len(folded))}
-                self._fragments = self._fragments | {g for g in grams if len(g) == FRAGMENT_LENGTH}
-                self._pieces = (*self._pieces, folded)
+                self._marks = self._marks.adding(value)
 
     def scrub_values(self, text: str, *, whole: bool) -> str:
         for is_whole, _length, pattern in self._patterns:
@@ -219,15 +250,89 @@ class _Registry:
 
     def scrub_runs(self, text: str) -> str:
         """Runs of characters that, decoded, hold a piece of a registered value."""
-        fragments, pieces = self._fragments, self._pieces
-        if fragments:
-            text = _RUN.sub(lambda match: _scrub_run(match.group(0), fragments, pieces), text)
+        marks = self._marks
+        if marks.pieces:
+            text = _RUN.sub(lambda match: marks.redacted(match.group(0)), text)
+            text = _SPACED_RUN.sub(
+                lambda match: marks.redacted(
+                    match.group(0), _SEPARATOR_CHARS.sub("", match.group(0))
+                ),
+                text,
+            )
+            text = _HEX_TEXT.sub(lambda match: marks.redacted(match.group(0)), text)
+            for literal in _BYTES_LITERALS:
+                text = literal.sub(
+                    lambda match: marks.redacted(
+                        match.group(0), _python_literal_hex(match.group(1))
+                    ),
+                    text,
+                )
         return text
 
     def clear(self) -> None:
         with self._lock:
-            self._values, self._patterns, self._fragments = [], (), frozenset()
-            self._pieces = ()
+            self._values, self._patterns, self._marks = [], (), _Marks()
+
+
+class _Marks:
+    """What betrays a registered value in a decoded run: its folded pieces of FRAGMENT_LENGTH
+    characters, the folded values themselves (for shorter pieces), and, for a base64 value, the
+    hexadecimal pieces of the bytes it encodes. Immutable: a scrub reads one consistent set."""
+
+    def __init__(
+        self,
+        fragments: frozenset[str] = frozenset(),
+        pieces: tuple[str, ...] = (),
+        byte_fragments: frozenset[str] = frozenset(),
+    ) -> None:
+        self.fragments, self.pieces, self.byte_fragments = fragments, pieces, byte_fragments
+
+    def adding(self, value: str) -> _Marks:
+        folded = _folded(value)
+        hexa = _encoded_bytes(value).hex()
+        return _Marks(
+            self.fragments | _grams(folded, FRAGMENT_LENGTH),
+            (*self.pieces, folded),
+            self.byte_fragments | _grams(hexa, 2 * FRAGMENT_LENGTH),
+        )
+
+    def redacted(self, run: str, spelt: str | None = None) -> str:
+        """REDACTED if `run` (read as `spelt`) betrays a registered value, else `run` as it is."""
+        return REDACTED if self._found_in(run if spelt is None else spelt) else run
+
+    def _found_in(self, run: str) -> bool:
+        for kind, reading in _readings(run):
+            if kind == "bytes":
+                if _holds_gram(reading, self.byte_fragments, 2 * FRAGMENT_LENGTH):
+                    return True
+            elif (
+                len(reading) >= PIECE_LENGTH and any(reading in value for value in self.pieces)
+            ) or (_holds_gram(reading, self.fragments, FRAGMENT_LENGTH)):
+                return True
+        return False
+
+
+def _grams(text: str, length: int) -> frozenset[str]:
+    return frozenset(text[i : i + length] for i in range(len(text) - length + 1))
+
+
+def _holds_gram(text: str, grams: frozenset[str], length: int) -> bool:
+    # Slices by map(): this runs for every run of every text scrubbed.
+    count = len(text) - length + 1
+    return count > 0 and not grams.isdisjoint(
+        map(text.__getitem__, map(slice, range(count), range(length, length + count)))
+    )
+
+
+def _encoded_bytes(value: str) -> bytes:
+    """The bytes a base64 (or base64url) value stands for; none for any other value."""
+    if not re.fullmatch(r"[A-Za-z0-9+/_-]{16,}={0,2}", value):
+        return b""
+    body = value.rstrip("=").translate(_FOLD)
+    try:
+        return base64.b64decode(body + "=" * (-len(body) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return b""
 
 
 def _folded(text: str) -> str:
@@ -236,34 +341,77 @@ def _folded(text: str) -> str:
 
 
 def _unescaped(match: re.Match) -> str:
-    hexa, percent_u, slash, decimal, html_hex, named = match.groups()
+    json, brace, c_hex, long_hex, octal, slash, percent_u, decimal, html_hex, named = match.groups()
     if slash or named:
         return slash or _NAMED_CHARS[named]
-    code = int(decimal) if decimal else int(hexa or percent_u or html_hex, 16)
+    if octal or decimal:
+        code = int(octal, 8) if octal else int(decimal)
+    else:
+        code = int(json or brace or c_hex or long_hex or percent_u or html_hex, 16)
     return chr(code) if code <= 0x10FFFF else ""
 
 
 def _decoded(run: str) -> str:
-    """A run with its escapes, HTML entities and (up to three levels of) percent-encoding undone.
+    """A run with its escapes, HTML entities, (up to three levels of) percent-encoding and
+    fillers undone. Percent-encoded bytes become characters one for one (Latin-1), so that the
+    bytes of a signature are still there to compare.
 
     By bounded patterns of our own: html.unescape() fails on an entity of 5000 digits.
     """
     for _round in range(3):
-        decoded = unquote(_ESCAPE.sub(_unescaped, run))
+        decoded = unquote(_ESCAPE.sub(_unescaped, run), encoding="latin-1")
         if decoded == run:
             break
         run = decoded
-    return run
+    return run.translate(_DROP_FILLERS)
 
 
-def _scrub_run(run: str, fragments: frozenset[str], pieces: tuple[str, ...]) -> str:
-    plain = _folded(_decoded(run))
-    if len(plain) >= PIECE_LENGTH and any(plain in value for value in pieces):
-        return REDACTED
-    for start in range(len(plain) - FRAGMENT_LENGTH + 1):
-        if plain[start : start + FRAGMENT_LENGTH] in fragments:
-            return REDACTED
-    return run
+def _python_literal_hex(body: str) -> str:
+    """The bytes of a Python bytes literal's body, in hexadecimal (read as such by _readings)."""
+
+    def char(match: re.Match) -> str:
+        escape = match.group(1)
+        if escape[0] == "x" and len(escape) == 3:
+            return chr(int(escape[1:], 16))
+        if escape[0] in "01234567":
+            return chr(int(escape, 8) & 0xFF)
+        return _PYTHON_NAMED.get(escape, escape)
+
+    return _PYTHON_ESCAPE.sub(char, body).encode("latin-1", "replace").hex()
+
+
+def _readings(run: str):
+    """("text", folded) and ("bytes", hexadecimal) readings of a run, one per way a value may
+    have been spelt: as it is (fullwidth forms folded by NFKC), rot13, reversed, and what its
+    hexadecimal or base32 stretches decode to."""
+    plain = _decoded(run)
+    # Escapes undone may have spelt bytes (%FB, \xfb) that are no text.
+    if plain != run and max(plain, default="") <= "\xff":
+        yield "bytes", plain.encode("latin-1").hex()
+    text = unicodedata.normalize("NFKC", plain)
+    for reading in (text, codecs.encode(text, "rot13"), text[::-1]):
+        yield "text", _folded(reading)
+    for data in _binary_stretches(text):
+        yield "bytes", data.hex()
+        yield "text", _folded(data.decode("latin-1"))
+
+
+def _binary_stretches(text: str):
+    """The bytes of each hexadecimal or base32 stretch, at every alignment: a letter before the
+    stretch (``x`` in ``x=6162``) may be taken for its first digit."""
+    for match in _HEX_RUN.finditer(text):
+        digits = re.sub(r"[\s:-]", "", match.group(0))
+        for start in (0, 1):
+            yield bytes.fromhex(digits[start : start + (len(digits) - start) // 2 * 2])
+    for match in _BASE32_RUN.finditer(text):
+        body = match.group(0).rstrip("=")
+        for start in range(8):
+            try:
+                yield base64.b32decode(
+                    body[start : start + (len(body) - start) // 8 * 8], casefold=True
+                )
+            except (binascii.Error, ValueError):
+                continue
 
 
 _REGISTRY = _Registry()

@@ -5,8 +5,12 @@ A blob service or Resource Manager that repeats a signature or a bearer token ba
 `+`, percent-encoding three times with mixed-case hex, HTML entities without `;`, C `\\x`,
 `\\U` and `%u` escapes, quoted-printable, upper case, the value split into pieces shorter than
 12 characters across lines or headers, JSON inside an XML error body, a `Location` of a 3xx
-answer, `x-ms-copy-source`, `WWW-Authenticate`. Every output is read back and searched with a
-decoder that undoes all of those (`deep_leaks`) as well as `scan_text(known=...)`.
+answer, `x-ms-copy-source`, `WWW-Authenticate`. The suite came back with more: hexadecimal
+(also with colons), C octal and `\\u{..}` escapes, UTF-16 bytes, HTML entities with many zeros,
+base32, rot13, the value reversed, a tab between characters, the signature's own bytes in
+hexadecimal or as Python prints them, and (in text only) zero-width characters between
+characters and fullwidth forms. Every output is read back and searched with a decoder that undoes
+all of those (`deep_leaks`, written apart from the redaction) as well as `scan_text(known=...)`.
 
 Also: a 64 KiB error body of backslashes (or `%25`, `&amp;`) while frozen. Redaction with an
 unbounded pattern took 22 s of CPU with the GIL held for it (quadratic backtracking); the run
@@ -16,12 +20,15 @@ must still end within its bound, run the post-script and write its status.
 from __future__ import annotations
 
 import base64
+import binascii
+import codecs
 import html
 import json
 import re
 import socket
 import threading
 import time
+import unicodedata
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
@@ -84,7 +91,35 @@ SPELLINGS = {
     "JSON in XML": lambda v: html.escape(json.dumps({"\u0073ig": v}).replace("=", "\\u003d")),
     "\\u0073ig\\u003d name": lambda v: f"\\u0073ig\\u003d{quote(v, safe='')}",
     "&#115;ig&#61 name": lambda v: f"&#115;ig&#61{v}",
+    "hexadecimal": lambda v: v.encode().hex(),
+    "hexadecimal, colons, upper case": lambda v: v.encode().hex(":").upper(),
+    "C octal escapes": lambda v: _each(v, lambda c: f"\\{ord(c):03o}"),
+    "every character in octal": lambda v: "".join(f"\\{ord(c):o}" for c in v),
+    "UTF-16 as escaped bytes": lambda v: "".join(f"{c}\\x00" for c in v),
+    "\\u{..} escapes": lambda v: "".join(f"\\u{{{ord(c):x}}}" for c in v),
+    "HTML entities, 8 zeros": lambda v: "".join(f"&#00000000{ord(c)};" for c in v),
+    "base32": lambda v: base64.b32encode(v.encode()).decode(),
+    "rot13": lambda v: codecs.encode(v, "rot13"),
+    "reversed": lambda v: v[::-1],
+    "a tab between characters": "\t".join,
+    "its bytes in hexadecimal": lambda v: _bytes_of(v).hex(),
+    "its bytes as Python prints them": lambda v: repr(_bytes_of(v)),
 }
+# Spellings that only text can carry (not an HTTP header): checked on the redaction itself.
+TEXT_SPELLINGS = {
+    **SPELLINGS,
+    "UTF-16 read as text": lambda v: "".join(f"{c}\x00" for c in v),
+    "zero-width space between characters": "\u200b".join,
+    "fullwidth": lambda v: "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in v),
+}
+
+
+def _bytes_of(value: str) -> bytes:
+    """What a base64 value (a signature) stands for; the UTF-8 of any other value."""
+    try:
+        return base64.b64decode(value.translate(str.maketrans("-_", "+/")), validate=True)
+    except (binascii.Error, ValueError):
+        return value.encode()
 
 
 def _deep_decoded(text: str) -> str:
@@ -100,18 +135,51 @@ def _deep_decoded(text: str) -> str:
     return text.translate(str.maketrans("-_ ", "+/+")).lower()
 
 
+def _whole_text_readings(text: str):
+    """The text with each of the later spellings undone over all of it, one at a time."""
+    yield text
+    yield re.sub(r"\\([0-7]{1,3})", lambda m: chr(int(m.group(1), 8)), text)
+    yield re.sub(r"\\u\{([0-9a-fA-F]{1,6})\}", lambda m: chr(int(m.group(1), 16)), text)
+    yield re.sub(r"&#0*([0-9]+);", lambda m: chr(int(m.group(1))), text)
+    yield re.sub(r"\\x00|[\x00\u200b]|\t", "", text)
+    yield unicodedata.normalize("NFKC", text)
+    yield codecs.encode(text, "rot13")
+    yield text[::-1]
+    for stretch in re.findall(r"(?:[0-9A-Fa-f]{2}:?)+", text):
+        yield bytes.fromhex(stretch.replace(":", "")).decode("latin-1")
+    for stretch in re.findall(r"[A-Z2-7]{16,}=*", text):
+        try:
+            yield base64.b32decode(stretch).decode("latin-1")
+        except (binascii.Error, ValueError):
+            continue
+
+
+def _byte_leaks(text: str, secret: str, piece: int) -> list[str]:
+    """Pieces of the bytes a base64 secret stands for, in hexadecimal or as Python prints them."""
+    hexa = _bytes_of(secret).hex()
+    printed = re.sub(r"\\x([0-9a-f]{2})", lambda m: chr(int(m.group(1), 16)), text)
+    readings = (re.sub(r"[\s:]", "", text).lower(), printed.encode("latin-1", "replace").hex())
+    for start in range(0, len(hexa) - 2 * piece + 1, 2):
+        if any(hexa[start : start + 2 * piece] in reading for reading in readings):
+            return [f"bytes {start // 2} of {secret[:4]}…"]
+    return []
+
+
 def deep_leaks(text: str, secrets: list[str], piece: int = 10) -> list[str]:
     """Pieces of `piece` characters of a secret left anywhere in text, in any spelling above;
     also what `scan_text` finds. Pieces split by line breaks are joined again first."""
     hits = [f"scan: {hit}" for hit in scan_text(text, known=secrets)]
-    for flat in (text, re.sub(r"\s+", "", text)):
-        decoded = _deep_decoded(flat)
-        for secret in secrets:
-            folded = secret.translate(str.maketrans("-_ ", "+/+")).lower()
-            for start in range(len(folded) - piece + 1):
-                if folded[start : start + piece] in decoded:
-                    hits.append(f"piece {start} of {secret[:4]}…")
-                    break
+    for secret in secrets:
+        hits += _byte_leaks(text, secret, piece)
+    for reading in _whole_text_readings(text):
+        for flat in (reading, re.sub(r"\s+", "", reading)):
+            decoded = _deep_decoded(flat)
+            for secret in secrets:
+                folded = secret.translate(str.maketrans("-_ ", "+/+")).lower()
+                for start in range(len(folded) - piece + 1):
+                    if folded[start : start + piece] in decoded:
+                        hits.append(f"piece {start} of {secret[:4]}…")
+                        break
     return hits
 
 
@@ -122,7 +190,7 @@ def _a_signature(seed: int) -> str:
 
 
 @pytest.mark.parametrize("context", ["alone", "in XML", "after sig=", "in a header line"])
-@pytest.mark.parametrize("spelling", list(SPELLINGS))
+@pytest.mark.parametrize("spelling", list(TEXT_SPELLINGS))
 def test_scrub_redacts_every_spelling(spelling, context):
     """The redaction itself, for each spelling and context: nothing of the value is left."""
     _redact.forget_all()
@@ -132,7 +200,7 @@ def test_scrub_redacts_every_spelling(spelling, context):
         _redact.register(signature)
         _redact.register(token)
         for secret in (signature, token):
-            spelled = SPELLINGS[spelling](secret)
+            spelled = TEXT_SPELLINGS[spelling](secret)
             text = {
                 "alone": spelled,
                 "in XML": f"<Error><Message>{spelled}</Message></Error>",

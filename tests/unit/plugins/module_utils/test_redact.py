@@ -125,10 +125,32 @@ def test_short_values_are_not_registered():
     assert scrub("abc and design") == "abc and design"
 
 
-def test_text_without_secrets_is_unchanged():
+@pytest.mark.parametrize(
+    "text",
+    [
+        "HTTP 500 InternalError: The server encountered an internal error. Please retry.",
+        # What the decoded-run readings look at: hexadecimal, quoted strings, spaced letters.
+        "x-ms-request-id: 1234abcd-1234-5678-9abc-0123456789ab; ETag 0x8DC0123456789AB",
+        "00000000: 01bf bf09 dfbf 11ff bf1a 1fbf 223f bf2a  ........ (not a secret)",
+        "raised: b'\\x01\\x02\\x03\\x04\\x05\\x06\\x07\\x08\\x09' and 'a quoted message here'",
+        "a b c d e f g h i j k l m n o p: 12:34:56:78:9a:bc:de:f0:11:22:33:44",
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567 nopqrstuvwxyzabcdefghijklm",
+    ],
+)
+def test_text_without_secrets_is_unchanged(text):
     register(make_signature(9))
-    text = "HTTP 500 InternalError: The server encountered an internal error. Please retry."
     assert scrub(text) == text
+
+
+def test_the_bytes_a_signature_stands_for_are_redacted():
+    """The bytes behind a base64 signature (an HMAC digest), in hexadecimal or as Python prints
+    them: no spelling of its text matches them."""
+    signature = make_signature(10)
+    register(signature)
+    digest = base64.b64decode(signature)
+    for text in (digest.hex(), digest.hex(" ").upper(), f"digest={digest!r}", repr(digest[4:20])):
+        assert scrub(text).count("REDACTED") >= 1, text
+        assert digest[4:16].hex() not in scrub(text).replace(" ", "").lower()
 
 
 UNREGISTERED = "Q2xlYW5TaWduYXR1cmVWYWx1ZTAxMjM0NTY3ODlhYmM="
@@ -150,6 +172,8 @@ FALLBACK = {
     "value with HTML entities": "sig=" + UNREGISTERED.replace("=", "&#61;").replace("2", "&#43;"),
     "AccountKey=": f"AccountName=a;AccountKey={UNREGISTERED};",
     "AccountKey%3D": f"AccountKey%3D{UNREGISTERED}",
+    "sig in octal escapes": f"?\\163\\151\\147\\075{UNREGISTERED}",
+    "sig&#00000115;": f"?&#00000115;ig&#0000061;{UNREGISTERED}",
 }
 
 
