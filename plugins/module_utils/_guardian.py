@@ -15,11 +15,13 @@ Who does what, and why:
   ignores SIGINT, SIGTERM, SIGHUP and SIGPIPE, so Ctrl-C, a signal to the module's process group
   or a dropped ssh session cannot take it down. It imports nothing and writes only to its pipe
   (and, when asked, to ``/sys/kernel/rcu_expedited``, which is no disk).
-* The deadline counts from the first FIFREEZE call (the ioctl's own time is inside it), and every
-  process enforces it on its own, whatever the others do (killed or stopped with SIGSTOP):
-  the guardian thaws at the deadline; the module's watcher thread, if the guardian has not said
-  it thawed ``MODULE_GRACE_SECONDS`` later (or ``THAW_REPLY_SECONDS`` after a thaw request),
-  kills and reaps the guardian and thaws through its own fds; the deputy (below) does the same
+* The deadline counts from the first FIFREEZE call (the ioctl's own time is inside it), or ends
+  earlier at ``release_by_ns``: the moment the application, quiesced by its pre-script, must be
+  released (its end plus max_freeze_seconds). Every process enforces it on its own, whatever
+  the others do (killed or stopped with SIGSTOP): the guardian thaws at the deadline; the
+  module's watcher thread, if the guardian has not said it thawed ``MODULE_GRACE_SECONDS`` later
+  (or ``THAW_REPLY_SECONDS`` after a thaw request), kills and reaps the guardian and thaws
+  through its own fds; the deputy (below) does the same
   ``DEPUTY_GRACE_SECONDS`` after the deadline. Killing the guardian before thawing matters: a
   FIFREEZE still running in the kernel finishes before the guardian is gone, so the one FITHAW
   that follows cannot be lost to a freeze that had not completed yet (a FITHAW during a freeze's
@@ -30,11 +32,13 @@ Who does what, and why:
 * The deadline cannot cut a FIFREEZE short: its flush of dirty data holds every writer of the
   filesystem, the kernel cannot be interrupted there, and a FITHAW waits for it (freeze_super
   holds s_umount). So ``start()`` flushes first, outside the window, in rounds of syncfs() until
-  a round is short (``FLUSH_*``), and refuses to freeze when writers dirty data faster than the
-  disks write it back. The margin is honest, not absolute: the first FIFREEZE still writes what
-  was dirtied during the last round (at most ``FLUSH_REFUSE_SHARE`` of the deadline when the
-  rate holds) plus the filesystem's own commit (a few disk writes); a window that passes the
-  deadline all the same is reported as forced.
+  a round is short (``FLUSH_*``), and refuses to freeze when the flush has not ended within
+  ``FLUSH_REFUSE_SHARE`` of the deadline (writers dirty data faster than the disks write it
+  back, or there is that much to write): the application waits quiesced during the flush, and
+  a syncfs() cannot be interrupted, so it runs on a thread of its own that is left to finish in
+  the background. The margin is honest, not absolute: the first FIFREEZE still writes what was
+  dirtied during the last round plus the filesystem's own commit (a few disk writes); a window
+  that passes the deadline all the same is reported as forced.
 * The deputy, forked by the guardian in its session, follows the guardian's events on a pipe and
   a pipe from the module: when both end without saying everything was thawed (``Q`` from the
   guardian, ``D`` from the module), or at its own deadline, it thaws what is still frozen.
@@ -90,8 +94,7 @@ _TICK_MS = 20
 # or no shorter than the one before (writers dirty data as fast as the disks write it), and the
 # last round predicts the freeze's own flush (what writers dirtied during that round).
 FLUSH_QUIET_SHARE = 0.1  # a round this short (share of max_freeze_seconds) ends the flush
-FLUSH_REFUSE_SHARE = 0.5  # a last round longer than this refuses to freeze
-FLUSH_MAX_ROUNDS = 8
+FLUSH_REFUSE_SHARE = 0.5  # a flush not over by then refuses to freeze (it bounds the rounds)
 # ext4's FIFREEZE also writes every journaled metadata block home (a checkpoint), one disk write
 # after another; the flush does that first too (80 ms a write: 0.13 s left instead of 0.33 s).
 EXT4_SUPER_MAGIC = 0xEF53
@@ -188,10 +191,17 @@ class _Plan:
     """What the guardian and its deputy need besides their pipes (inherited through fork)."""
 
     def __init__(
-        self, fds: list[int], max_ns: int, rcu_fd: int, rcu_earlier: bytes, marker: str | None
+        self,
+        fds: list[int],
+        max_ns: int,
+        release_by_ns: int,
+        rcu_fd: int,
+        rcu_earlier: bytes,
+        marker: str | None,
     ) -> None:
         self.fds = fds
         self.max_ns = max_ns
+        self.release_by_ns = release_by_ns  # 0: none
         self.rcu_fd = rcu_fd  # -1: leave rcu_expedited alone
         self.rcu_earlier = rcu_earlier
         self.marker = marker
@@ -322,7 +332,7 @@ def _guardian_main(plan: _Plan, cmd_r: int, reply_w: int, module_r: int) -> None
         deadline = 0
         for index, fd in enumerate(fds):
             start = time.monotonic_ns()
-            deadline = deadline or start + plan.max_ns  # counted from the first FIFREEZE
+            deadline = deadline or _deadline_ns(start, plan.max_ns, plan.release_by_ns)
             send(f"f {index} {deadline}")
             if index == 0 and plan.rcu_fd >= 0:
                 send(f"x {plan.rcu_earlier.decode()}")
@@ -393,11 +403,13 @@ class Guardian:
         rcu_earlier: bytes = b"0",
         marker: str | None = None,
         sync_first: bool = True,
+        release_by_ns: int = 0,
     ) -> None:
         if not mount_points or max_freeze_seconds <= 0:
             raise ValueError("Guardian needs mount points and a positive max_freeze_seconds")
         self.mount_points = list(mount_points)
         self.max_freeze_seconds = max_freeze_seconds
+        self.release_by_ns = release_by_ns
         self.pid: int | None = None
         self._rcu_fd = rcu_fd
         self._rcu_earlier = rcu_earlier
@@ -475,6 +487,7 @@ class Guardian:
                 plan = _Plan(
                     self._fds,
                     int(self.max_freeze_seconds * _NS_PER_S),
+                    self.release_by_ns,
                     self._rcu_fd,
                     self._rcu_earlier,
                     self._marker,
@@ -495,33 +508,29 @@ class Guardian:
                 raise
 
     def _flush(self) -> None:
-        """syncfs() every mount in rounds (see ``FLUSH_*``); raise 122 if the last is too long."""
-        quiet = self.max_freeze_seconds * FLUSH_QUIET_SHARE * _NS_PER_S
-        start = previous = time.monotonic_ns()
-        took = 0
-        while self._sync_rounds < FLUSH_MAX_ROUNDS:
-            for fd in self._fds:
-                _syncfs(fd)  # an error (EIO) is not ours to report: FIFREEZE flushes again
-            now = time.monotonic_ns()
-            shorter = self._sync_rounds == 0 or now - previous < took
-            took, previous = now - previous, now
-            self._sync_rounds += 1
-            if took <= quiet or not shorter:
-                break
-        self._last_sync_ms = _ms(0, took)
-        refuse = took > self.max_freeze_seconds * FLUSH_REFUSE_SHARE * _NS_PER_S
-        if not refuse:
-            for fd in self._fds:
-                _checkpoint(fd)
+        """The flush (see ``FLUSH_*``), waited for up to ``FLUSH_REFUSE_SHARE`` of the deadline
+        and never past ``release_by_ns``; raise 122 (nothing frozen) when it has not ended."""
+        budget_ns = int(self.max_freeze_seconds * FLUSH_REFUSE_SHARE * _NS_PER_S)
+        start = time.monotonic_ns()
+        give_up = start + budget_ns
+        if self.release_by_ns:
+            give_up = min(give_up, self.release_by_ns)
+        flush = _Flush(self._fds, int(self.max_freeze_seconds * FLUSH_QUIET_SHARE * _NS_PER_S))
+        ended = flush.done.wait(max(0, give_up - start) / _NS_PER_S)
         self._sync_ms = _ms(start, time.monotonic_ns())
-        if refuse:
+        self._sync_rounds = flush.rounds
+        self._last_sync_ms = _ms(0, flush.last_ns)
+        if not ended:
+            flush.abandon()
             raise VmSnapshotError(
                 Status.FailedRetryableFsFreezeTimeout,
-                f"Not frozen: after {self._sync_rounds} rounds of flushing, the filesystems "
-                f"still had {self._last_sync_ms / 1000:.1f} s of writing left (writers dirty "
-                "data about as fast as the disks write it). Freezing now would hold every "
-                f"writer about that long, more than {FLUSH_REFUSE_SHARE:.0%} of "
-                f"max_freeze_seconds ({self.max_freeze_seconds} s).",
+                f"Not frozen: flushing the filesystems before the freeze had not ended after "
+                f"{self._sync_ms / 1000:.1f} s ({self._sync_rounds} rounds done), and the "
+                "freeze would have had to write the rest while every writer waited: the disks "
+                "write back slower than writers dirty data, or there is that much to write. "
+                f"The flush may take {FLUSH_REFUSE_SHARE:.0%} of max_freeze_seconds "
+                f"({self.max_freeze_seconds} s) at most, counted within the application's "
+                "quiesced time; it goes on in the background.",
             )
 
     def freeze(self) -> None:
@@ -533,7 +542,9 @@ class Guardian:
         if self.pid is None or self._watcher is not None or self._finished:
             raise RuntimeError("Guardian.freeze() runs once, after start()")
         # Until the guardian tells its deadline, count it from now: no FIFREEZE starts earlier.
-        self._deadline = time.monotonic_ns() + int(self.max_freeze_seconds * _NS_PER_S)
+        self._deadline = _deadline_ns(
+            time.monotonic_ns(), int(self.max_freeze_seconds * _NS_PER_S), self.release_by_ns
+        )
         self._watcher = threading.Thread(target=self._watch, name="freeze-guardian-watch")
         self._watcher.daemon = True
         self._watcher.start()
@@ -651,8 +662,9 @@ class Guardian:
         elif kind == "L":
             self._failure = VmSnapshotError(
                 Status.FailedRetryableFsFreezeTimeout,
-                f"Freezing took longer than {self.max_freeze_seconds} s (max_freeze_seconds); "
-                "every filesystem was thawed.",
+                f"Freezing ran into the deadline (max_freeze_seconds, {self.max_freeze_seconds} "
+                "s from the first FIFREEZE, or from the end of the pre-script while the "
+                "application is quiesced); every filesystem was thawed.",
             )
             self._errors.append(self._failure.message)
         elif kind == "D":
@@ -814,6 +826,64 @@ try:  # loaded when this module is imported, never while frozen
     _LIBC: ctypes.CDLL | None = ctypes.CDLL(None, use_errno=True)
 except OSError:
     _LIBC = None
+
+
+def _deadline_ns(first_freeze_ns: int, max_ns: int, release_by_ns: int) -> int:
+    """When everything must be thawed: max_ns after the first FIFREEZE, or at release_by_ns."""
+    deadline = first_freeze_ns + max_ns
+    return min(deadline, release_by_ns) if release_by_ns else deadline
+
+
+class _Flush:
+    """syncfs() every mount in rounds until a round is short (``FLUSH_QUIET_SHARE``) or no
+    shorter than the one before, then checkpoint ext4's journal; on a thread of its own and
+    with fds of its own, so that the module can stop waiting and close its fds meanwhile."""
+
+    def __init__(self, fds: list[int], quiet_ns: int) -> None:
+        self._quiet_ns = quiet_ns
+        self._abandoned = False
+        self.rounds = 0
+        self.last_ns = 0
+        self.done = threading.Event()
+        self._fds: list[int] = []
+        try:
+            for fd in fds:
+                self._fds.append(os.dup(fd))
+            threading.Thread(target=self._run, name="freeze-guardian-flush", daemon=True).start()
+        except (OSError, RuntimeError) as exc:  # no fd or thread left: nothing to freeze with
+            self._close()
+            raise VmSnapshotError(
+                Status.FailedRetryableFsFreezeFailed,
+                f"Cannot start the flush before the freeze: {exc}.",
+            ) from None
+
+    def abandon(self) -> None:
+        """Start no other syncfs() or checkpoint: the run goes on without this flush."""
+        self._abandoned = True
+
+    def _run(self) -> None:
+        try:
+            previous = time.monotonic_ns()
+            while not self._abandoned:
+                for fd in self._fds:
+                    _syncfs(fd)  # an error (EIO) is not ours to report: FIFREEZE flushes again
+                now = time.monotonic_ns()
+                shorter = self.rounds == 0 or now - previous < self.last_ns
+                self.last_ns, previous = now - previous, now
+                self.rounds += 1
+                if self.last_ns <= self._quiet_ns or not shorter:
+                    break
+            for fd in self._fds:
+                if not self._abandoned:
+                    _checkpoint(fd)
+        finally:
+            self._close()
+            self.done.set()
+
+    def _close(self) -> None:
+        for fd in self._fds:
+            os.close(fd)
+        self._fds = []
 
 
 def _checkpoint(fd: int) -> None:

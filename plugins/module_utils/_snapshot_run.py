@@ -325,6 +325,13 @@ class SnapshotRun:
                 pre = self._phase("pre", _prepost.run_pre, precheck)
                 facts.add_phase(pre)
             pre_status = pre.result.status if pre else None
+            # Quiesced from here until the post-script: the flush, the freeze and the snapshot
+            # calls all end within max_freeze_seconds of this moment (invariant 1).
+            release_by_ns = (
+                time.monotonic_ns() + int(self.request.max_freeze_seconds * 1e9)
+                if pre_status == Status.success
+                else 0
+            )
             snapshot_status = None
             if _consistency.snapshot_allowed(
                 precheck.status,
@@ -336,7 +343,7 @@ class SnapshotRun:
                     endpoints,
                     mount_points,
                     precheck.fs_freeze_enabled,
-                    app_quiesced=pre_status == Status.success,
+                    release_by_ns=release_by_ns,
                     facts=facts,
                 )
             else:
@@ -498,10 +505,11 @@ class SnapshotRun:
         mount_points: list[str],
         freeze_enabled: bool,
         *,
-        app_quiesced: bool,
+        release_by_ns: int,
         facts: RunFacts,
     ) -> Status:
-        """Freeze, snapshot every disk, thaw; the snapshot code.
+        """Freeze, snapshot every disk, thaw; the snapshot code. `release_by_ns`: when the
+        application that the pre-script quiesced must be released (0: none was).
 
         Records in `facts` as it goes rather than on return: a signal or a failure while frozen
         ends the run from inside this step, and its result must still tell what was armed,
@@ -510,7 +518,7 @@ class SnapshotRun:
         request = self.request
         if not mount_points:
             self.log.info("nothing to freeze" if freeze_enabled else "freeze disabled by config")
-            facts.add_taken(self._snapshot_all(endpoints, APPLICATION if app_quiesced else CRASH))
+            facts.add_taken(self._snapshot_all(endpoints, APPLICATION if release_by_ns else CRASH))
             return snapshot_status_for(facts.snapshots)
 
         rcu = _rcu_expedite.prepare(request.expedite_freeze)
@@ -530,11 +538,13 @@ class SnapshotRun:
             rcu_fd=rcu.fd,
             rcu_earlier=rcu.earlier,
             marker=timer.marker_path,
+            release_by_ns=release_by_ns,
         )
         try:
             guardian.start()  # forks the guardian, then flushes the mounts (seconds on a slow disk)
         except VmSnapshotError as exc:
             rcu.close()
+            facts.timings["sync_ms"] = guardian.thaw().sync_ms  # a refused flush: how long it ran
             self.log.error(f"cannot prepare the freeze: {exc.message}")
             facts.freeze_failure = exc.message
             return self._after_freeze_failure(endpoints, exc.status, facts=facts)
@@ -546,8 +556,12 @@ class SnapshotRun:
             facts.freeze.update(thaw_backstop=timer.backstop, thaw_backstop_note=timer.reason)
             self.log.info(f"freezing {', '.join(mount_points)}")
             self.log.hold()
-            # The snapshot calls, retry included, must end before the guardian's deadline.
-            deadline = time.monotonic() + request.max_freeze_seconds * SNAPSHOT_SHARE_OF_DEADLINE
+            # The snapshot calls, retry included, must end before the guardian's deadline, which
+            # comes earlier when the quiesced application's time is running out.
+            budget = request.max_freeze_seconds
+            if release_by_ns:
+                budget = min(budget, (release_by_ns - time.monotonic_ns()) / 1e9)
+            deadline = time.monotonic() + max(0.0, budget) * SNAPSHOT_SHARE_OF_DEADLINE
             try:
                 guardian.freeze()
             except VmSnapshotError as exc:
@@ -557,7 +571,7 @@ class SnapshotRun:
                 if report.thaw_forced:  # e.g. a FIFREEZE that outlasted the deadline
                     facts.thaw = report
                 return self._after_freeze_failure(endpoints, exc.status, facts=facts)
-            level = APPLICATION if app_quiesced else FILESYSTEM
+            level = APPLICATION if release_by_ns else FILESYSTEM
             facts.add_taken(self._snapshot_all(endpoints, level, deadline))
             facts.thaw = guardian.thaw()
         finally:

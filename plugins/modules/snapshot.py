@@ -142,6 +142,13 @@ options:
   max_freeze_seconds:
     description:
       - The longest a filesystem may stay frozen; the guardian thaws at this deadline.
+      - It bounds the application's quiesced time too. From the end of the pre-script, the flush
+        of dirty data before the freeze (at most half of this), the freeze and the snapshot
+        calls all end within this many seconds, and the post-script runs next.
+      - A flush that needs longer (a disk slower than the application's writers, or that much
+        dirty data) refuses the freeze (122) instead of holding the application. The kernel
+        goes on writing that data back in the background, and the module returns when it is
+        done.
       - From 1 to 600; anything else is refused (11) before anything runs.
     type: int
     default: 60

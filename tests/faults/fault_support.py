@@ -56,6 +56,7 @@ setsid sh -c 'exec 9>>"$1/app.lock"; flock -xn 9 || exit 0; echo $$ > "$1/helper
 i=0
 while [ ! -s "$dir/helper.pid" ] && [ "$i" -lt 200 ]; do sleep 0.01; i=$((i + 1)); done
 {extra}
+date +%s.%N > "$dir/quiesced-at"
 echo "pre-end" >> "$dir/journal"
 """
 
@@ -64,6 +65,7 @@ dir='{dir}'
 echo "post-start $*" >> "$dir/journal"
 if [ -s "$dir/helper.pid" ]; then kill "$(cat "$dir/helper.pid")" 2>/dev/null; fi
 rm -f "$dir/helper.pid"
+date +%s.%N > "$dir/released-at"
 {extra}
 echo "post-end" >> "$dir/journal"
 """
@@ -118,6 +120,15 @@ class App(ScriptSet):
         if not pids.exists():
             return False
         return any(alive(int(pid)) for pid in pids.read_text().split())
+
+    def quiesced_seconds(self) -> float | None:
+        """From the end of the last pre-script to the last post-script's release of the
+        application, by the scripts' own clock; None if either did not get that far."""
+        try:
+            start, end = ((self.dir / name).read_text() for name in ("quiesced-at", "released-at"))
+            return float(end) - float(start)
+        except (OSError, ValueError):
+            return None
 
     def lock_free(self, timeout: float = 2.0) -> bool:
         """Is the application's lock free (its helper stopped), within `timeout`?"""

@@ -189,6 +189,12 @@ def test_a_stalling_server_cannot_hold_the_run(
         case.check(result and result.get("status_code") == stall.code, summary(result))
         case.check(app.entries() == list(stall.scripts), f"scripts: {app.entries()}")
         case.check(app.lock_free(), "the application's lock is still held")
+        if "pre-end" in app.entries():  # quiesced at all: released within the deadline
+            quiesced = app.quiesced_seconds()
+            case.check(
+                quiesced is not None and quiesced <= DEADLINE + 1.0,
+                f"the application stayed quiesced {quiesced} s (max_freeze_seconds {DEADLINE})",
+            )
         local = case.outputs(tmp_path / "state", tmp_path / "logs")
         case.check(local and local["blob"]["code"] == stall.code, "the local status document")
         if stall.logged:

@@ -25,7 +25,9 @@ freeze's; the others are ext4's journal commits during the flush (a commit holds
 carries until the data queued before its own blocks is written; the same stall comes with any
 writeback of that much data, run or no run), reported as a figure, not counted as frozen.
 
-Whatever happens: no write blocked by the freeze longer than the deadline + 1 s, both
+Whatever happens: no write blocked by the freeze longer than the deadline + 1 s, the application
+quiesced (from the end of its pre-script to its release by the post-script) no longer than the
+deadline + 1 s either, however much the flush before the freeze had to write (invariant 1), both
 filesystems writable after the run, the post-script ran and released the application, the
 status file written with the run's code, ``thaw_forced`` whenever the window ran over the
 deadline, and never a clean success for such a window.
@@ -78,6 +80,7 @@ class Load:
 
 
 LOADS = [
+    Load("5 ms a write, 4 MiB from the pre-script", 5, 4, 0),
     Load("30 ms a write, 48 MiB from the pre-script", 30, 48, 0),
     Load("30 ms a write, 48 MiB, steady writer at 1/4 of the disk", 30, 48, 0.25),
     Load("10 ms a write, 16 MiB, steady writer at 1/2 of the disk", 10, 16, 0.5),
@@ -288,6 +291,11 @@ def test_the_deadline_holds_on_a_slow_disk(
                 case.check(window is not None, "the fast filesystem's meter saw no window")
             case.check(app.count("post-start") == app.count("pre-start") == 1, app.entries())
             case.check(app.lock_free(), "the application's lock is still held")
+            quiesced = app.quiesced_seconds()
+            case.check(quiesced is not None, "the scripts did not record the quiesced time")
+            quiesced = quiesced or 0.0
+            scenario.note("application quiesced (ms)", f"{quiesced * 1000:.0f}")
+            case.check(quiesced <= BOUND, f"the application stayed quiesced {quiesced:.1f} s")
             local = case.outputs(tmp_path / "state", tmp_path / "logs")
             case.check(local and local["blob"]["code"] == code, "the local status document")
     finally:

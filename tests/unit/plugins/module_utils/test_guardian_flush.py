@@ -1,5 +1,5 @@
 """The flush before the freeze: syncfs() rounds until one is short, then the ext4 checkpoint;
-or a refusal to freeze.
+or, when it has not ended within half the deadline, a refusal to freeze.
 
 ``_syncfs`` is replaced by a stand-in that takes a scripted time per round, so each case plays a
 disk and its writers: data drained at once, drained round after round, or dirtied as fast as it
@@ -16,18 +16,15 @@ import time
 import pytest
 
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils import _guardian
-from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._guardian import (
-    FLUSH_MAX_ROUNDS,
-    Guardian,
-)
+from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._guardian import Guardian
 from ansible_collections.appconsistent.vmsnapshot.plugins.module_utils._status_codes import (
     Status,
     VmSnapshotError,
 )
 
-# A short deadline keeps the scripted rounds short: a round of 20 ms is quiet, 100 ms the most
-# the freeze may be left to write.
-DEADLINE = 0.2
+# A short deadline keeps the scripted rounds short: a round of 100 ms is quiet, and the flush
+# may take 500 ms in all.
+DEADLINE = 1.0
 
 
 @pytest.fixture
@@ -61,45 +58,63 @@ def test_one_short_round_is_enough(tmp_path, rounds):
     report = guardian.thaw()
     guardian.close()
     assert done == [0.001, "checkpoint"]
-    assert report.sync_rounds == 1 and report.last_sync_ms < 20
+    assert report.sync_rounds == 1 and report.last_sync_ms < 100
     assert not report.thaw_forced and report.frozen_window_ms == 0
 
 
 def test_rounds_go_on_while_they_get_shorter_until_one_is_quiet(tmp_path, rounds):
-    done = rounds([0.15, 0.07, 0.03, 0.005, 0.5])
+    done = rounds([0.2, 0.15, 0.05, 0.3])
     guardian = flushed(tmp_path)
     report = guardian.thaw()
     guardian.close()
-    assert done == [0.15, 0.07, 0.03, 0.005, "checkpoint"]  # the fifth would be long
-    assert report.sync_rounds == 4 and report.last_sync_ms < 20
-    assert report.sync_ms >= 250
+    assert done == [0.2, 0.15, 0.05, "checkpoint"]  # the fourth would be long
+    assert report.sync_rounds == 3 and report.last_sync_ms < 100
+    assert report.sync_ms >= 400
 
 
 def test_a_round_no_shorter_than_the_last_ends_the_flush(tmp_path, rounds):
-    done = rounds([0.06, 0.07])
-    guardian = flushed(tmp_path)  # 70 ms left for the freeze: within half the deadline
-    guardian.close()
-    assert done == [0.06, 0.07, "checkpoint"]
-
-
-def test_writers_as_fast_as_the_disk_refuse_the_freeze(tmp_path, rounds):
     done = rounds([0.15, 0.16])
-    guardian = Guardian([str(tmp_path)], DEADLINE)
+    guardian = flushed(tmp_path)  # 160 ms left for the freeze, within the flush's 500 ms
+    guardian.close()
+    assert done == [0.15, 0.16, "checkpoint"]
+
+
+def _refused(guardian: Guardian) -> tuple[VmSnapshotError, float]:
+    started = time.monotonic()
     with pytest.raises(VmSnapshotError) as raised:
         guardian.start()
-    assert raised.value.status == Status.FailedRetryableFsFreezeTimeout
-    assert "Not frozen" in raised.value.message and "2 rounds" in raised.value.message
-    assert done == [0.15, 0.16]  # no checkpoint: nothing will be frozen
+    return raised.value, time.monotonic() - started
+
+
+@pytest.mark.parametrize(
+    "seconds",
+    [[0.3, 1.5], [1.5]],
+    ids=["writers as fast as the disk", "one round longer than the flush may take"],
+)
+def test_a_flush_not_over_in_half_the_deadline_refuses_the_freeze(tmp_path, rounds, seconds):
+    """The application waits quiesced during the flush: the module stops waiting at half the
+    deadline, whatever syncfs() is still doing, and freezes nothing."""
+    done = rounds(seconds)
+    guardian = Guardian([str(tmp_path)], DEADLINE)
+    error, waited = _refused(guardian)
+    assert error.status == Status.FailedRetryableFsFreezeTimeout
+    assert "Not frozen" in error.message and "goes on in the background" in error.message
+    assert waited < sum(seconds) - 0.3  # it did not wait for the syncfs() still running
     # Nothing is left: the guardian reaped, every fd closed, no report of a freeze.
     assert guardian.pid is None
     assert guardian.thaw().frozen_mounts == []
+    time.sleep(sum(seconds) - waited + 0.2)
+    assert done == seconds  # the abandoned flush ended its syncfs() and started nothing else
 
 
-def test_the_rounds_are_bounded(tmp_path, rounds):
-    done = rounds([0.2 - 0.02 * index for index in range(FLUSH_MAX_ROUNDS + 1)])
-    guardian = flushed(tmp_path)
-    guardian.close()
-    assert len(done) == FLUSH_MAX_ROUNDS + 1 and done[-1] == "checkpoint"
+def test_the_flush_ends_by_the_release_of_the_application(tmp_path, rounds):
+    """A pre-script that left little of max_freeze_seconds: the flush gets what is left."""
+    rounds([1.5])
+    guardian = Guardian([str(tmp_path)], DEADLINE, release_by_ns=time.monotonic_ns() + 200_000_000)
+    error, waited = _refused(guardian)
+    assert error.status == Status.FailedRetryableFsFreezeTimeout
+    assert waited < 0.45  # 0.2 s, not the 0.5 s of half the deadline
+    time.sleep(1.5)
 
 
 def test_no_flush_when_told_not_to(tmp_path, rounds):
