@@ -391,7 +391,9 @@ class Guardian:
 
     ``rcu_fd``/``rcu_earlier``: an open ``/sys/kernel/rcu_expedited`` and its value before, to
     expedite the FIFREEZE calls (see ``_rcu_expedite``); ``marker``: the thaw timer's marker
-    file, removed by whichever process ends the freeze (see ``_thaw_timer``).
+    file, removed by whichever process ends the freeze (see ``_thaw_timer``); ``release_by_ns``:
+    when the application that a pre-script quiesced must be released (``time.monotonic_ns()``,
+    0: none), by which the flush gives up and everything is thawed.
     """
 
     def __init__(

@@ -114,7 +114,7 @@ def test_the_flush_ends_by_the_release_of_the_application(tmp_path, rounds):
     error, waited = _refused(guardian)
     assert error.status == Status.FailedRetryableFsFreezeTimeout
     assert waited < 0.45  # 0.2 s, not the 0.5 s of half the deadline
-    time.sleep(1.5)
+    time.sleep(1.5)  # the abandoned round ends before its stand-in syncfs() is taken away
 
 
 def test_no_flush_when_told_not_to(tmp_path, rounds):
