@@ -535,6 +535,12 @@ class Guardian:
                 "quiesced time; it goes on in the background.",
             )
 
+    def deadline_ns(self, first_freeze_ns: int) -> int:
+        """When everything must be thawed for a freeze that starts at `first_freeze_ns`."""
+        return _deadline_ns(
+            first_freeze_ns, int(self.max_freeze_seconds * _NS_PER_S), self.release_by_ns
+        )
+
     def freeze(self) -> None:
         """Freeze every mount point in order; on failure everything is thawed and 121/122 raised.
 
@@ -544,9 +550,7 @@ class Guardian:
         if self.pid is None or self._watcher is not None or self._finished:
             raise RuntimeError("Guardian.freeze() runs once, after start()")
         # Until the guardian tells its deadline, count it from now: no FIFREEZE starts earlier.
-        self._deadline = _deadline_ns(
-            time.monotonic_ns(), int(self.max_freeze_seconds * _NS_PER_S), self.release_by_ns
-        )
+        self._deadline = self.deadline_ns(time.monotonic_ns())
         self._watcher = threading.Thread(target=self._watch, name="freeze-guardian-watch")
         self._watcher.daemon = True
         self._watcher.start()

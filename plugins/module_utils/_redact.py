@@ -123,10 +123,9 @@ _UNIT = (
 # A run that may hold a piece of a secret, in any of its spellings.
 _RUN = re.compile(rf"(?:{_UNIT}){{{PIECE_LENGTH},}}")
 # Characters, or pairs of hexadecimal digits, set apart by a blank or a colon: "a b c", "61:62".
-_SPACED_RUN = re.compile(rf"(?:(?:{_UNIT}){{1,2}}[ \t:]){{{PIECE_LENGTH},}}(?:{_UNIT}){{0,2}}")
-_SEPARATOR_CHARS = re.compile(r"[ \t:]")
-# Hexadecimal anywhere, also in groups ("01bf bf09", as xxd prints it).
-_HEX_TEXT = re.compile(rf"(?:[0-9A-Fa-f]{{2}}[ \t:-]?){{{FRAGMENT_LENGTH},}}")
+_SPACER = r"[ \t:]"
+_SPACED_RUN = re.compile(rf"(?:(?:{_UNIT}){{1,2}}{_SPACER}){{{PIECE_LENGTH},}}(?:{_UNIT}){{0,2}}")
+_SPACERS = re.compile(_SPACER)
 # Bytes as Python prints them (repr() of a signature's bytes): b'\x01\xbf\t?*'; the "b" is
 # optional, it may have gone with a "sig=" redacted before.
 _BYTES_LITERALS = (
@@ -140,8 +139,8 @@ _ESCAPE = re.compile(
     r"|([0-7]{1,3})|(/))|%u([0-9A-Fa-f]{4})|&#(?:([0-9]{1,12})|[xX]([0-9A-Fa-f]{1,12}));?"
     r"|&(amp|lt|gt|quot|apos);"
 )
-# Stretches of a decoded run that may be a value's bytes in hexadecimal ("61:62", "6162") or
-# in base32.
+# Stretches that may be a value's bytes in hexadecimal ("61:62", "6162", "01bf bf09" as xxd
+# prints them) or in base32: anywhere in a text, and in a decoded run.
 _HEX_RUN = re.compile(rf"(?:[0-9A-Fa-f]{{2}}[\s:-]?){{{FRAGMENT_LENGTH},}}")
 _BASE32_RUN = re.compile(
     rf"(?:[A-Z2-7]{{{2 * FRAGMENT_LENGTH},}}|[a-z2-7]{{{2 * FRAGMENT_LENGTH},}})=*"
@@ -254,12 +253,10 @@ class _Registry:
         if marks.pieces:
             text = _RUN.sub(lambda match: marks.redacted(match.group(0)), text)
             text = _SPACED_RUN.sub(
-                lambda match: marks.redacted(
-                    match.group(0), _SEPARATOR_CHARS.sub("", match.group(0))
-                ),
+                lambda match: marks.redacted(match.group(0), _SPACERS.sub("", match.group(0))),
                 text,
             )
-            text = _HEX_TEXT.sub(lambda match: marks.redacted(match.group(0)), text)
+            text = _HEX_RUN.sub(lambda match: marks.redacted(match.group(0)), text)
             for literal in _BYTES_LITERALS:
                 text = literal.sub(
                     lambda match: marks.redacted(

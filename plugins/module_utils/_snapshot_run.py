@@ -558,10 +558,9 @@ class SnapshotRun:
             self.log.hold()
             # The snapshot calls, retry included, must end before the guardian's deadline, which
             # comes earlier when the quiesced application's time is running out.
-            budget = request.max_freeze_seconds
-            if release_by_ns:
-                budget = min(budget, (release_by_ns - time.monotonic_ns()) / 1e9)
-            deadline = time.monotonic() + max(0.0, budget) * SNAPSHOT_SHARE_OF_DEADLINE
+            now_ns = time.monotonic_ns()
+            budget = max(0, guardian.deadline_ns(now_ns) - now_ns) / 1e9
+            deadline = time.monotonic() + budget * SNAPSHOT_SHARE_OF_DEADLINE
             try:
                 guardian.freeze()
             except VmSnapshotError as exc:
